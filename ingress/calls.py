@@ -1,0 +1,256 @@
+"""One call on this ingress node: caller audio in, paced agent audio out.
+
+Channel-specific code (Twilio, ACS, JSON) supplies a ``CallerSocket`` that
+knows its wire format; everything else about a call lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from switchboard import metrics
+from switchboard.audio import BUS_RATE, array_to_pcm16
+from switchboard.bus import Correlation, Publisher
+from switchboard.latency import turn_latency
+from switchboard.logs import correlation
+from switchboard.records import (
+    AudioFrame,
+    AudioOut,
+    AudioOutKind,
+    CallEvent,
+    CallEventKind,
+    PlaybackCommand,
+    Timings,
+    now_us,
+)
+
+logger = logging.getLogger(__name__)
+
+FRAME_MS = 20
+FRAME_SAMPLES = BUS_RATE * FRAME_MS // 1000
+
+
+class CallerSocket(Protocol):
+    """The outbound half of a channel's wire format."""
+
+    async def send_audio(self, frame: np.ndarray) -> None:
+        """One 20 ms frame of bus-rate PCM16 samples."""
+
+    async def send_mark(self, name: str) -> None: ...
+
+    async def send_clear(self) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Chunk:
+    turn_seq: int
+    samples: np.ndarray
+    end: bool = False
+    end_call: bool = False
+    timings: Timings | None = None
+
+
+@dataclass(slots=True)
+class CallInfo:
+    call_id: str
+    session_id: str
+    channel: str
+    agent_id: str
+    language: str
+    caller_number: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+class CallSession:
+    def __init__(
+        self,
+        info: CallInfo,
+        socket: CallerSocket,
+        publisher: Publisher,
+        reply_partition: int,
+        node: str,
+        lead_ms: int,
+    ) -> None:
+        self.info = info
+        self.socket = socket
+        self.publisher = publisher
+        self.reply_partition = reply_partition
+        self.node = node
+        self.corr = Correlation.new_call(info.call_id, info.session_id, info.agent_id)
+        self._lead_s = lead_ms / 1000
+        self._seq = 0
+        self._pending_in = np.zeros(0, dtype=np.int16)
+        self._queue: deque[_Chunk] = deque()
+        self._wake = asyncio.Event()
+        self._cleared_through = -1
+        self._started_turns: set[int] = set()
+        self._playing_turn: int | None = None
+        self._reply_done = False
+        self._playout: asyncio.Task[None] | None = None
+        self._failed_sends = 0
+        self.ended = asyncio.Event()
+        self.end_reason = ""
+        self.turn_latencies: list[Any] = []  # TurnLatency records of this call, for the JSON API
+
+    # -- lifecycle ---------------------------------------------------------
+    def _event(self, kind: CallEventKind, turn_seq: int | None = None, reason: str | None = None) -> CallEvent:
+        i = self.info
+        return CallEvent(
+            call_id=i.call_id,
+            session_id=i.session_id,
+            kind=kind,
+            ts_us=now_us(),
+            channel=i.channel,
+            agent_id=i.agent_id,
+            language=i.language,
+            ingress_node=self.node,
+            reply_partition=self.reply_partition,
+            caller_number=i.caller_number,
+            turn_seq=turn_seq,
+            reason=reason,
+            attributes=i.attributes,
+        )
+
+    async def start(self) -> None:
+        await (await self.publisher.send(self._event(CallEventKind.CALL_STARTED), self.corr))
+        metrics.CALLS.labels(self.info.channel).inc()
+        metrics.ACTIVE_CALLS.labels(self.info.channel).inc()
+        self._playout = asyncio.create_task(self._play(), name=f"playout-{self.info.call_id}")
+        logger.info("call started", extra={"fields": {"channel": self.info.channel, "partition": self.reply_partition}})
+
+    async def end(self, reason: str) -> None:
+        """Idempotent: the call's last event, whatever ended it."""
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        self.end_reason = reason
+        if self._playout:
+            self._playout.cancel()
+        metrics.ACTIVE_CALLS.labels(self.info.channel).dec()
+        try:
+            await (await self.publisher.send(self._event(CallEventKind.CALL_ENDED, reason=reason), self.corr))
+        except Exception:
+            logger.exception("could not publish call_ended")
+        logger.info("call ended", extra={"fields": {"reason": reason}})
+
+    async def dtmf(self, digit: str) -> None:
+        await self.publisher.send(self._event(CallEventKind.DTMF, reason=digit), self.corr)
+
+    # -- caller audio in ---------------------------------------------------
+    def _sent(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self._failed_sends += 1
+            metrics.BAD_INPUT.labels(self.info.channel, "publish_failed").inc()
+
+    async def caller_audio(self, samples: np.ndarray) -> None:
+        """Bus-rate samples from the caller, any length; published as 20 ms frames."""
+        buf = np.concatenate([self._pending_in, samples]) if len(self._pending_in) else samples
+        n = len(buf) // FRAME_SAMPLES
+        ts = now_us()
+        for i in range(n):
+            frame = buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
+            record = AudioFrame(self.info.call_id, self._seq, ts, BUS_RATE, array_to_pcm16(frame))
+            self._seq += 1
+            fut = await self.publisher.send(record, self.corr)
+            fut.add_done_callback(self._sent)
+        self._pending_in = buf[n * FRAME_SAMPLES :].copy()
+
+    # -- agent audio out ---------------------------------------------------
+    def agent_audio(self, out: AudioOut) -> None:
+        if out.turn_seq <= self._cleared_through:
+            return
+        samples = np.frombuffer(out.pcm, dtype="<i2") if out.pcm else np.zeros(0, dtype=np.int16)
+        self._queue.append(
+            _Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings)
+        )
+        self._wake.set()
+
+    async def playback(self, cmd: PlaybackCommand) -> None:
+        self._cleared_through = max(self._cleared_through, cmd.through_turn_seq)
+        dropped = len(self._queue)
+        self._queue = deque(c for c in self._queue if c.turn_seq > self._cleared_through)
+        was_playing = self._playing_turn is not None and self._playing_turn <= self._cleared_through
+        if was_playing or dropped:
+            await self.socket.send_clear()
+            reaction = (now_us() - cmd.speech_onset_us) / 1e6
+            metrics.BARGE_IN_REACTION.observe(max(0.0, reaction))
+            turn = self._playing_turn if self._playing_turn is not None else cmd.through_turn_seq
+            self._playing_turn = None
+            await self.publisher.send(
+                self._event(CallEventKind.PLAYBACK_CLEARED, turn, reason=f"barge_in reaction {reaction * 1000:.0f} ms"),
+                self.corr.child(turn),
+            )
+
+    async def _first_audio(self, chunk: _Chunk) -> None:
+        self._started_turns.add(chunk.turn_seq)
+        corr = self.corr.child(chunk.turn_seq)
+        await self.publisher.send(self._event(CallEventKind.PLAYBACK_STARTED, chunk.turn_seq), corr)
+        if chunk.timings is not None:
+            t = replace(chunk.timings, egress_first_audio_us=now_us())
+            lat = turn_latency(self.info.call_id, chunk.turn_seq, t, now_us())
+            self.turn_latencies.append(lat)
+            for value, hist in (
+                (lat.response_ms, metrics.RESPONSE_LATENCY),
+                (lat.processing_ms, metrics.PROCESSING_LATENCY),
+                (lat.bus_overhead_ms, metrics.BUS_OVERHEAD),
+            ):
+                if value is not None:
+                    hist.observe(value / 1000)
+            await self.publisher.send(lat, corr)
+
+    async def _play(self) -> None:
+        """Write queued agent audio at real-time pace, at most ``lead`` ahead."""
+        clock = time.monotonic()
+        loop_corr = correlation(**self.corr.log_ids())
+        with loop_corr:
+            while True:
+                if not self._queue:
+                    if self._playing_turn is not None and self._reply_done:
+                        await asyncio.sleep(max(0.0, clock - time.monotonic()))
+                        if not self._queue:
+                            await self._finished(self._playing_turn)
+                    self._wake.clear()
+                    await self._wake.wait()
+                    clock = max(clock, time.monotonic())
+                    continue
+                chunk = self._queue[0]
+                if chunk.end:
+                    self._queue.popleft()
+                    await self.socket.send_mark(f"reply-{chunk.turn_seq}")
+                    self._reply_done = True
+                    if chunk.end_call:
+                        await asyncio.sleep(max(0.0, clock - time.monotonic()))
+                        await self._finished(chunk.turn_seq)
+                        await self.socket.close(1000, "agent ended the call")
+                        await self.end("agent_hangup")
+                        return
+                    continue
+                if chunk.turn_seq not in self._started_turns:
+                    await self._first_audio(chunk)
+                self._playing_turn = chunk.turn_seq
+                self._reply_done = False
+                frame, rest = chunk.samples[:FRAME_SAMPLES], chunk.samples[FRAME_SAMPLES:]
+                if len(rest):
+                    chunk.samples = rest
+                else:
+                    self._queue.popleft()
+                if len(frame) < FRAME_SAMPLES:
+                    frame = np.pad(frame, (0, FRAME_SAMPLES - len(frame)))
+                ahead = clock - time.monotonic() - self._lead_s
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                await self.socket.send_audio(frame)
+                clock = max(clock, time.monotonic() - self._lead_s) + FRAME_MS / 1000
+
+    async def _finished(self, turn_seq: int) -> None:
+        self._playing_turn = None
+        await self.publisher.send(self._event(CallEventKind.PLAYBACK_FINISHED, turn_seq), self.corr.child(turn_seq))

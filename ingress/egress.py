@@ -1,0 +1,106 @@
+"""Egress: this node's share of audio.out and playback, routed to its own calls.
+
+Each ingress node owns the partitions p with p % node_count == node_index and
+reads only those (manual assignment, no consumer group): its cost is O(its own
+calls). A call is given one of them as its reply partition, announced in the
+call_started event; TTS and the turns processor produce to it.
+
+If a node dies its sockets die with it: the callers hear the line drop. When
+it comes back it starts reading at the end of its partitions (old audio is
+useless) and the calls it held are recorded as ended by the turns processor's
+inactivity timeout (reason ``ingress_lost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from switchboard import codec, metrics
+from switchboard.bus import consumer_options, topic_name
+from switchboard.records import AudioOut, PlaybackCommand
+from switchboard.settings import ServiceSettings
+from switchboard.topics import AUDIO_OUT, PLAYBACK
+from ingress.calls import CallSession
+
+logger = logging.getLogger(__name__)
+
+
+class Egress:
+    def __init__(self, settings: ServiceSettings, node_index: int, node_count: int) -> None:
+        self.settings = settings
+        self.node_index = node_index
+        self.node_count = node_count
+        self.sessions: dict[str, CallSession] = {}
+        self.owned: list[int] = []
+        self._load: Counter[int] = Counter()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.orphans = 0
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(group_id=None, **consumer_options(self.settings))
+        await self._consumer.start()
+        out_name = topic_name(self.settings, AUDIO_OUT)
+        parts = self._consumer.partitions_for_topic(out_name)
+        if not parts:
+            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
+            parts = self._consumer.partitions_for_topic(out_name) or set()
+        if not parts:
+            raise RuntimeError(f"topic {out_name} does not exist: run `switchboard topics create`")
+        self.owned = sorted(p for p in parts if p % self.node_count == self.node_index)
+        if not self.owned:
+            raise RuntimeError(f"node {self.node_index}/{self.node_count} owns no partition of {len(parts)}")
+        tps = [TopicPartition(topic_name(self.settings, t), p) for t in (AUDIO_OUT, PLAYBACK) for p in self.owned]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        self._task = asyncio.create_task(self._run(), name="egress")
+        logger.info("egress started", extra={"fields": {"partitions": self.owned}})
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
+
+    def reply_partition(self) -> int:
+        """The owned partition with the fewest calls."""
+        return min(self.owned, key=lambda p: (self._load[p], p))
+
+    def register(self, session: CallSession) -> None:
+        self.sessions[session.info.call_id] = session
+        self._load[session.reply_partition] += 1
+
+    def unregister(self, session: CallSession) -> None:
+        if self.sessions.get(session.info.call_id) is session:
+            del self.sessions[session.info.call_id]
+            self._load[session.reply_partition] -= 1
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        out_name = topic_name(self.settings, AUDIO_OUT)
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            for tp, msgs in batch.items():
+                is_audio = tp.topic == out_name
+                topic = AUDIO_OUT if is_audio else PLAYBACK
+                for msg in msgs:
+                    metrics.RECORDS_CONSUMED.labels("egress", topic.name).inc()
+                    try:
+                        record = codec.decode(topic.record, msg.value)
+                    except codec.DecodeError as exc:
+                        metrics.DEAD_LETTERS.labels("egress", topic.name).inc()
+                        logger.warning("undecodable egress record", extra={"fields": {"error": str(exc)}})
+                        continue
+                    session = self.sessions.get(record.call_id)
+                    if session is None or session.ended.is_set():
+                        self.orphans += 1
+                        continue
+                    if isinstance(record, AudioOut):
+                        session.agent_audio(record)
+                    elif isinstance(record, PlaybackCommand):
+                        await session.playback(record)

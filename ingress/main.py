@@ -1,0 +1,48 @@
+"""Run the ingress: ``switchboard ingress`` (or ``python -m ingress.main``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import uvicorn
+
+from ingress.app import create_app
+from ingress.runtime import IngressRuntime
+from ingress.settings import IngressSettings
+from switchboard import logs
+
+
+class _DrainingServer(uvicorn.Server):
+    """On SIGTERM: report not-ready, let calls finish (bounded), then shut down."""
+
+    def __init__(self, config: uvicorn.Config, runtime: IngressRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._drain: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if self._drain is None and not self.runtime.draining:
+            async def drain_then_exit() -> None:
+                await self.runtime.drain()
+                self.should_exit = True
+
+            self._drain = asyncio.get_event_loop().create_task(drain_then_exit())
+        else:
+            super().handle_exit(sig, frame)  # a second signal: stop now
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard ingress", description="Run the ingress: websockets in, agent audio out.")
+    parser.parse_args(argv)
+    settings = IngressSettings()
+    logs.setup("ingress", settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, ws_max_size=max(
+        settings.max_message_bytes * 4, 1 << 20), lifespan="on")
+    _DrainingServer(config, app.state.runtime).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""What every channel handler needs: the producer, the egress, admission and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from aiokafka import AIOKafkaProducer
+
+from switchboard import metrics
+from switchboard.bus import Publisher, make_producer
+from ingress.calls import CallerSocket, CallInfo, CallSession
+from ingress.egress import Egress
+from ingress.settings import IngressSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class IngressRuntime:
+    def __init__(self, settings: IngressSettings) -> None:
+        self.settings = settings
+        self.node = f"{socket.gethostname()}-{settings.ingress_node_index}"
+        self.producer: AIOKafkaProducer | None = None
+        self.publisher: Publisher | None = None
+        self.egress = Egress(settings, settings.ingress_node_index, settings.ingress_node_count)
+        self.draining = False
+        self.ready = False
+
+    async def start(self) -> None:
+        # aiokafka clients must be created inside the running loop
+        self.producer = make_producer(self.settings)
+        self.publisher = Publisher(self.settings, self.producer, "ingress")
+        await self.producer.start()
+        await self.egress.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for session in list(self.egress.sessions.values()):
+            await session.socket.close(1012, "ingress shutting down")
+            await session.end("ingress_shutdown")
+        await self.egress.stop()
+        if self.producer:
+            await self.producer.stop()
+
+    async def drain(self) -> None:
+        """Stop admitting calls; wait (bounded) for the active ones to end."""
+        self.draining = True
+        logger.info("draining", extra={"fields": {"active_calls": len(self.egress.sessions)}})
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
+        while self.egress.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)
+
+    async def open_call(self, info: CallInfo, sock: CallerSocket) -> CallSession:
+        if self.draining or not self.ready:
+            metrics.BAD_INPUT.labels(info.channel, "not_ready").inc()
+            raise Rejected(1013, "ingress is draining, try again later")
+        if len(self.egress.sessions) >= self.settings.max_calls:
+            metrics.BAD_INPUT.labels(info.channel, "over_capacity").inc()
+            raise Rejected(1013, "too many calls on this node")
+        if info.call_id in self.egress.sessions:
+            metrics.BAD_INPUT.labels(info.channel, "duplicate_call").inc()
+            raise Rejected(1008, f"call {info.call_id} is already connected")
+        assert self.publisher is not None
+        session = CallSession(
+            info, sock, self.publisher, self.egress.reply_partition(), self.node, self.settings.playout_lead_ms
+        )
+        self.egress.register(session)
+        try:
+            await session.start()
+        except Exception:
+            self.egress.unregister(session)
+            raise
+        return session
+
+    async def close_call(self, session: CallSession, reason: str) -> None:
+        await session.end(reason)
+        self.egress.unregister(session)

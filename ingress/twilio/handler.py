@@ -1,0 +1,112 @@
+"""The Twilio Media Streams socket: wire events in, a call session, agent audio out."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from fastapi import WebSocket
+from starlette.websockets import WebSocketState
+
+from ingress.calls import CallInfo, CallSession
+from ingress.protocol import ProtocolError, UnknownMessage
+from ingress.runtime import IngressRuntime, Rejected
+from ingress.twilio import serializer as wire
+from switchboard import metrics
+from switchboard.audio import BUS_RATE, Resampler, mulaw_decode, mulaw_encode
+from switchboard.logs import bind
+
+logger = logging.getLogger(__name__)
+CHANNEL = "twilio"
+
+
+class TwilioSocket:
+    """CallerSocket for Twilio: 16 kHz PCM → 8 kHz μ-law media messages."""
+
+    def __init__(self, ws: WebSocket, stream_sid: str) -> None:
+        self.ws = ws
+        self.stream_sid = stream_sid
+        self._down = Resampler(BUS_RATE, wire.MULAW_RATE)
+
+    async def _send(self, text: str) -> None:
+        if self.ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await self.ws.send_text(text)
+            except Exception:  # the caller hung up mid-send; the read loop ends the call
+                logger.debug("send on a closing socket")
+
+    async def send_audio(self, frame: np.ndarray) -> None:
+        await self._send(wire.media(self.stream_sid, mulaw_encode(self._down.process(frame))))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send(wire.mark(self.stream_sid, name))
+
+    async def send_clear(self) -> None:
+        await self._send(wire.clear(self.stream_sid))
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code, reason)
+            except Exception:
+                logger.debug("close on a closed socket")
+
+
+async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
+    await ws.accept()
+    session: CallSession | None = None
+    upsample = Resampler(wire.MULAW_RATE, BUS_RATE)
+    reason = "socket_closed"
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
+            if len(data) > rt.settings.max_message_bytes:
+                raise ProtocolError(1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}", "oversized")
+            try:
+                event = wire.parse(data)
+            except UnknownMessage as exc:
+                metrics.BAD_INPUT.labels(CHANNEL, "unknown_event").inc()
+                logger.warning("ignored message", extra={"fields": {"error": str(exc)}})
+                continue
+            if isinstance(event, wire.Media):
+                if session is None:
+                    raise ProtocolError(1008, "media before start", "media_before_start")
+                await session.caller_audio(upsample.process(mulaw_decode(event.payload)))
+            elif isinstance(event, wire.Start):
+                if session is not None:
+                    raise ProtocolError(1008, "second start on one stream", "duplicate_start")
+                if event.encoding != "audio/x-mulaw" or event.sample_rate != wire.MULAW_RATE:
+                    raise ProtocolError(1003, f"unsupported media format {event.encoding}@{event.sample_rate}", "bad_format")
+                params = event.custom_parameters
+                info = CallInfo(
+                    call_id=event.call_sid,
+                    session_id=event.stream_sid,
+                    channel=CHANNEL,
+                    agent_id=params.get("agent_id", rt.settings.agent_id),
+                    language=params.get("language", rt.settings.language),
+                    caller_number=params.get("caller_number") or params.get("From"),
+                    attributes={"account_sid": event.account_sid},
+                )
+                bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
+                session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid))
+            elif isinstance(event, wire.Dtmf):
+                if session is not None:
+                    await session.dtmf(event.digit)
+            elif isinstance(event, wire.Stop):
+                reason = "hangup"
+                break
+            # Connected needs nothing; Mark echoes confirm playback and need nothing either.
+    except ProtocolError as exc:
+        metrics.BAD_INPUT.labels(CHANNEL, exc.metric_reason).inc()
+        logger.warning("closing socket on bad input", extra={"fields": {"reason": exc.reason, "code": exc.code}})
+        reason = f"protocol_error:{exc.metric_reason}"
+        await TwilioSocket(ws, "").close(exc.code, exc.reason)
+    except Rejected as exc:
+        reason = "rejected"
+        await TwilioSocket(ws, "").close(exc.code, exc.reason)
+    finally:
+        if session is not None:
+            await rt.close_call(session, reason)

@@ -1,0 +1,32 @@
+"""Run the agent processor: ``switchboard agent``."""
+
+from __future__ import annotations
+
+import argparse
+
+from processors.agent.engine import Agent
+from processors.agent.logic import AgentProcessor
+from processors.agent.settings import AgentSettings
+from processors.agent.state import ChangelogStore
+from switchboard import logs
+from switchboard.runner import serve
+
+
+def create_engine(settings: AgentSettings) -> Agent:
+    if settings.agent_engine == "policy":
+        from processors.agent.policy import ClinicPolicy
+
+        return ClinicPolicy(settings.clinic_name, settings.max_fallbacks)
+    raise ValueError(f"unknown agent engine {settings.agent_engine!r} (choose: policy)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="switchboard agent", description="The agent: transcripts in, reply sentences out.").parse_args(argv)
+    settings = AgentSettings()
+    logs.setup("agent", settings.log_level)
+    serve(settings, AgentProcessor(create_engine(settings), ChangelogStore(settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

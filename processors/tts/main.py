@@ -1,0 +1,31 @@
+"""Run the TTS processor: ``switchboard tts``."""
+
+from __future__ import annotations
+
+import argparse
+
+from processors.tts.engine import TextToSpeech
+from processors.tts.logic import Synthesizer
+from processors.tts.settings import TtsSettings
+from switchboard import logs
+from switchboard.runner import serve
+
+
+def create_engine(settings: TtsSettings) -> TextToSpeech:
+    if settings.tts_engine == "piper":
+        from processors.tts.piper import PiperEngine
+
+        return PiperEngine(settings.piper_length_scale)
+    raise ValueError(f"unknown TTS engine {settings.tts_engine!r} (choose: piper)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="switchboard tts", description="Text-to-speech: reply sentences in, agent audio out.").parse_args(argv)
+    settings = TtsSettings()
+    logs.setup("tts", settings.log_level)
+    serve(settings, Synthesizer(create_engine(settings), settings.chunk_ms))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

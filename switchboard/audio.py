@@ -1,0 +1,134 @@
+"""Audio at the edge: G.711 μ-law and sample-rate conversion, vectorised with numpy.
+
+The bus carries PCM16 little-endian mono at ``BUS_RATE``. Codecs of the outside
+world are converted here, at the edge only. Every function works on whole
+frames (arrays), never sample by sample in Python.
+"""
+
+from __future__ import annotations
+
+import math
+import wave
+from pathlib import Path
+
+import numpy as np
+
+BUS_RATE = 16_000
+BYTES_PER_SAMPLE = 2
+
+_MULAW_BIAS = 0x84
+_MULAW_CLIP = 32_635
+
+
+def _build_mulaw_decode_table() -> np.ndarray:
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = (((mantissa << 3) + _MULAW_BIAS) << exponent) - _MULAW_BIAS
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+_MULAW_DECODE = _build_mulaw_decode_table()
+
+
+def mulaw_decode(data: bytes) -> np.ndarray:
+    """G.711 μ-law bytes → int16 samples."""
+    return _MULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def mulaw_encode(samples: np.ndarray) -> bytes:
+    """int16 samples → G.711 μ-law bytes."""
+    x = samples.astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    magnitude = np.minimum(np.abs(x), _MULAW_CLIP) + _MULAW_BIAS
+    # exponent = position of the highest set bit above bit 7, in 0..7
+    exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 7, 0, 7)
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def pcm16_to_array(data: bytes) -> np.ndarray:
+    if len(data) % BYTES_PER_SAMPLE:
+        raise ValueError(f"PCM16 payload has an odd length ({len(data)} bytes)")
+    return np.frombuffer(data, dtype="<i2")
+
+
+def array_to_pcm16(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+class Resampler:
+    """Streaming polyphase resampler (windowed-sinc), rate ``src`` → ``dst``.
+
+    Keeps the filter history between calls, so a stream cut into 20 ms frames
+    resamples exactly as the whole signal would, without clicks at frame edges.
+    One call costs a few numpy operations on the whole frame.
+    """
+
+    def __init__(self, src: int, dst: int, taps_per_phase: int = 16) -> None:
+        g = math.gcd(src, dst)
+        self.src, self.dst = src, dst
+        self.up, self.down = dst // g, src // g
+        self._identity = src == dst
+        half = taps_per_phase // 2
+        self._k = taps_per_phase
+        cutoff = min(1.0, dst / src)  # of the input Nyquist
+        # Phase p evaluates the kernel at offsets (j - half + 1) - p/up, j in 0..K-1
+        phases = np.arange(self.up)[:, None] / self.up
+        offsets = np.arange(taps_per_phase)[None, :] - half + 1 - phases
+        window = np.kaiser(2 * half * 64 + 1, 8.0)
+        wpos = np.clip(((offsets + half) / (2 * half)) * (len(window) - 1), 0, len(window) - 1)
+        table = cutoff * np.sinc(cutoff * offsets) * np.interp(wpos, np.arange(len(window)), window)
+        self._table = (table / table.sum(axis=1, keepdims=True)).astype(np.float32)
+        self._history = np.zeros(taps_per_phase, dtype=np.float32)
+        self._pos = 0  # output sample index, in units of 1/up input samples
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        if self._identity:
+            return samples.astype(np.int16, copy=False)
+        x = np.concatenate([self._history, samples.astype(np.float32)])
+        n_in = len(samples)
+        total = n_in * self.up  # positions available in this call, relative to start
+        n_out = max(0, -(-(total - self._pos) // self.down))
+        pos = self._pos + np.arange(n_out) * self.down
+        base = pos // self.up  # last input sample at or before the output instant
+        phase = pos % self.up
+        # window of K input samples ending at base + half, offset by history length
+        idx = (base + len(self._history) - self._k // 2)[:, None] + np.arange(self._k)[None, ::-1] - self._k // 2 + 1
+        idx = np.clip(idx, 0, len(x) - 1)
+        y = np.einsum("ij,ij->i", x[idx], self._table[phase][:, ::-1])
+        self._pos = int(self._pos + n_out * self.down - total)
+        self._history = x[-self._k :]
+        return np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+
+
+def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """Resample a whole signal (a fresh stream)."""
+    return Resampler(src, dst).process(samples)
+
+
+def rms_dbfs(samples: np.ndarray) -> float:
+    if len(samples) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    return 20 * math.log10(max(rms, 1e-9) / 32768)
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a PCM16 mono WAV file → (samples, rate)."""
+    with wave.open(str(path), "rb") as wf:
+        if wf.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
+        data = np.frombuffer(wf.readframes(wf.getnframes()), dtype="<i2")
+        if wf.getnchannels() > 1:
+            data = data.reshape(-1, wf.getnchannels()).mean(axis=1).astype(np.int16)
+        return data, wf.getframerate()
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(rate)
+        wf.writeframes(samples.astype("<i2").tobytes())

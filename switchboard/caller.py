@@ -1,0 +1,209 @@
+"""A simulated caller speaking the Twilio Media Streams protocol, for demos and tests.
+
+It plays each utterance in real time as 20 ms μ-law frames (and silence in
+between, as a phone line does), echoes ``mark``s as Twilio does once audio is
+played, records the agent's audio, and reads what the pipeline heard and said
+from the bus (transcripts, replies, latency topics) for its call ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import websockets
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from switchboard import codec
+from switchboard.audio import BUS_RATE, Resampler, mulaw_decode, mulaw_encode, rms_dbfs
+from switchboard.bus import consumer_options, topic_name
+from switchboard.records import AgentReply, ReplyKind, Transcript, TranscriptKind, TurnLatency
+from switchboard.settings import ServiceSettings
+from switchboard.topics import LATENCY, REPLIES, TRANSCRIPTS
+
+FRAME = 160  # 20 ms of 8 kHz μ-law
+
+
+@dataclass
+class Utterance:
+    samples: np.ndarray  # bus-rate int16
+    label: str = ""
+
+
+@dataclass
+class CallResult:
+    call_id: str
+    transcripts: dict[int, str] = field(default_factory=dict)
+    replies: dict[int, list[str]] = field(default_factory=dict)
+    latencies: dict[int, TurnLatency] = field(default_factory=dict)
+    agent_audio: list[np.ndarray] = field(default_factory=list)  # 8 kHz int16, per reply heard
+    clears: int = 0
+    marks: list[str] = field(default_factory=list)
+    heard_after_speech_s: list[float | None] = field(default_factory=list)  # client-side response time per utterance
+    close_code: int | None = None
+    close_reason: str = ""
+
+    def agent_wav(self) -> np.ndarray:
+        return np.concatenate(self.agent_audio) if self.agent_audio else np.zeros(0, dtype=np.int16)
+
+
+class BusObserver:
+    """Reads transcripts, replies and latencies of one call from the bus (from now on)."""
+
+    def __init__(self, settings: ServiceSettings, call_id: str, result: CallResult) -> None:
+        self.settings, self.call_id, self.result = settings, call_id, result
+        self.consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings))
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        tps = []
+        for t in (TRANSCRIPTS, REPLIES, LATENCY):
+            name = topic_name(self.settings, t)
+            parts = self.consumer.partitions_for_topic(name) or set()
+            if not parts:
+                await self.consumer._client.force_metadata_update()  # noqa: SLF001
+                parts = self.consumer.partitions_for_topic(name) or set()
+            tps += [TopicPartition(name, p) for p in parts]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve positions now, before the call produces anything
+            await self.consumer.position(tp)
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        kinds = {topic_name(self.settings, t): t.record for t in (TRANSCRIPTS, REPLIES, LATENCY)}
+        while True:
+            for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
+                for msg in msgs:
+                    if msg.key != self.call_id.encode():
+                        continue
+                    rec: Any = codec.decode(kinds[tp.topic], msg.value)
+                    if isinstance(rec, Transcript) and rec.kind is TranscriptKind.FINAL:
+                        self.result.transcripts[rec.turn_seq] = rec.text
+                    elif isinstance(rec, AgentReply) and rec.kind is ReplyKind.SENTENCE:
+                        self.result.replies.setdefault(rec.turn_seq, []).append(rec.text)
+                    elif isinstance(rec, TurnLatency):
+                        self.result.latencies[rec.turn_seq] = rec
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+class TwilioCaller:
+    def __init__(self, url: str, settings: ServiceSettings, call_id: str | None = None) -> None:
+        self.url = url
+        self.settings = settings
+        self.call_id = call_id or f"CA{secrets.token_hex(16)}"
+        self.stream_sid = f"MZ{secrets.token_hex(16)}"
+        self.result = CallResult(self.call_id)
+        self._ws: Any = None
+        self._seq = 0
+        self._last_media = 0.0
+        self._reply_audio: list[np.ndarray] = []
+        self._mark_event = asyncio.Event()
+        self._first_media_after: float | None = None
+        self._speech_end: float | None = None
+
+    def _msg(self, event: str, **body: Any) -> str:
+        self._seq += 1
+        return json.dumps({"event": event, "sequenceNumber": str(self._seq), "streamSid": self.stream_sid, **body})
+
+    async def _receive(self) -> None:
+        try:
+            async for raw in self._ws:
+                msg = json.loads(raw)
+                ev = msg.get("event")
+                if ev == "media":
+                    now = time.monotonic()
+                    if self._speech_end is not None and self._first_media_after is None:
+                        self._first_media_after = now
+                    self._last_media = now
+                    self._reply_audio.append(mulaw_decode(base64.b64decode(msg["media"]["payload"])))
+                elif ev == "mark":
+                    name = msg["mark"]["name"]
+                    self.result.marks.append(name)
+                    self._flush_reply()
+                    await self._ws.send(self._msg("mark", mark={"name": name}))  # Twilio echoes played marks
+                    self._mark_event.set()
+                elif ev == "clear":
+                    self.result.clears += 1
+                    self._flush_reply()
+        except websockets.ConnectionClosed as exc:
+            self.result.close_code, self.result.close_reason = exc.rcvd.code if exc.rcvd else None, (
+                exc.rcvd.reason if exc.rcvd else "")
+
+    def _flush_reply(self) -> None:
+        if self._reply_audio:
+            self.result.agent_audio.append(np.concatenate(self._reply_audio))
+            self._reply_audio = []
+
+    async def _send_audio(self, samples_8k: np.ndarray, start: float) -> float:
+        """Send in real time; returns the clock after the last frame."""
+        payload = mulaw_encode(samples_8k)
+        clock = start
+        for i in range(0, len(payload), FRAME):
+            await asyncio.sleep(max(0.0, clock - time.monotonic()))
+            media = {"track": "inbound", "chunk": str(i // FRAME), "timestamp": str(int(i / 8)),
+                     "payload": base64.b64encode(payload[i : i + FRAME]).decode()}
+            await self._ws.send(self._msg("media", media=media))
+            clock += 0.02
+        return clock
+
+    async def _wait_reply(self, clock: float, timeout_s: float, quiet_s: float = 0.6) -> float:
+        """Keep the line open (silence) until a reply has been heard and has ended, or timeout."""
+        silence = np.zeros(FRAME * 5, dtype=np.int16)  # 100 ms
+        deadline = time.monotonic() + timeout_s
+        self._mark_event.clear()
+        while time.monotonic() < deadline and self.result.close_code is None:
+            clock = await self._send_audio(silence, clock)
+            if self._mark_event.is_set() and time.monotonic() - self._last_media > quiet_s:
+                break
+        return clock
+
+    async def run(self, utterances: list[Utterance], *, wait_greeting: bool = True, timeout_s: float = 20.0,
+                  hang_up: bool = True) -> CallResult:
+        observer = BusObserver(self.settings, self.call_id, self.result)
+        await observer.start()
+        down = Resampler(BUS_RATE, 8000)
+        try:
+            async with websockets.connect(self.url, max_size=None) as ws:
+                self._ws = ws
+                receiver = asyncio.create_task(self._receive())
+                await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+                start = {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid, "callSid": self.call_id,
+                         "tracks": ["inbound"], "customParameters": {"caller_number": "+15550100"},
+                         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+                await ws.send(self._msg("start", start=start))
+                clock = time.monotonic()
+                if wait_greeting:
+                    clock = await self._wait_reply(clock, timeout_s)
+                for u in utterances:
+                    self._first_media_after, self._speech_end = None, None
+                    clock = await self._send_audio(down.process(u.samples), clock)
+                    self._speech_end = clock
+                    clock = await self._wait_reply(clock, timeout_s)
+                    first = self._first_media_after
+                    self.result.heard_after_speech_s.append(first - self._speech_end if first else None)
+                await asyncio.sleep(0.5)  # let the last latency record arrive
+                if hang_up and self.result.close_code is None:
+                    await ws.send(self._msg("stop", stop={"accountSid": start["accountSid"], "callSid": self.call_id}))
+                    await ws.close()
+                await asyncio.wait_for(receiver, 5)
+                self._flush_reply()
+        finally:
+            await observer.stop()
+        return self.result
+
+
+def non_silent(samples: np.ndarray, threshold_dbfs: float = -45.0) -> bool:
+    return len(samples) > 0 and rms_dbfs(samples) > threshold_dbfs

@@ -1,0 +1,38 @@
+"""Prometheus metrics shared across services. Names follow DESIGN.md's latency vocabulary."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
+HOP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+RECORDS_PRODUCED = Counter("switchboard_records_produced_total", "records produced", ["service", "topic"])
+RECORDS_CONSUMED = Counter("switchboard_records_consumed_total", "records consumed", ["service", "topic"])
+DEAD_LETTERS = Counter("switchboard_dead_letters_total", "records sent to the dead-letter topic", ["service", "topic"])
+BUS_HOP = Histogram(
+    "switchboard_bus_hop_seconds", "record produce → consume time", ["service", "topic"], buckets=HOP_BUCKETS
+)
+STAGE_LATENCY = Histogram(
+    "switchboard_stage_seconds", "time inside one engine per turn", ["stage", "engine"], buckets=LATENCY_BUCKETS
+)
+RESPONSE_LATENCY = Histogram(
+    "switchboard_response_latency_seconds", "end of speech → first agent audio written", buckets=LATENCY_BUCKETS
+)
+PROCESSING_LATENCY = Histogram(
+    "switchboard_processing_latency_seconds", "turn detected → first agent audio written", buckets=LATENCY_BUCKETS
+)
+BUS_OVERHEAD = Histogram(
+    "switchboard_bus_overhead_seconds", "processing latency not spent inside an engine", buckets=LATENCY_BUCKETS
+)
+BARGE_IN_REACTION = Histogram(
+    "switchboard_barge_in_reaction_seconds", "caller speech onset → playback cleared on the socket",
+    buckets=LATENCY_BUCKETS,
+)
+BARGE_INS = Counter("switchboard_barge_ins_total", "barge-ins detected")
+TURNS = Counter("switchboard_turns_total", "caller turns detected")
+ACTIVE_CALLS = Gauge("switchboard_active_calls", "calls with an open socket on this ingress node", ["channel"])
+CALLS = Counter("switchboard_calls_total", "calls started", ["channel"])
+BAD_INPUT = Counter("switchboard_bad_input_total", "rejected caller-side messages", ["channel", "reason"])
+ENGINE_ERRORS = Counter("switchboard_engine_errors_total", "engine failures", ["stage", "engine"])
+ASSIGNED_PARTITIONS = Gauge("switchboard_assigned_partitions", "input partitions this worker holds", ["service"])

@@ -1,0 +1,286 @@
+"""Typed records of the bus. Each class mirrors one ``schemas/*.avsc`` file.
+
+``switchboard.codec`` checks at import that every field here matches its
+schema, so a drift between the two fails loudly, at start-up and in tests.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+
+def now_us() -> int:
+    return time.time_ns() // 1_000
+
+
+class CallEventKind(StrEnum):
+    CALL_STARTED = "call_started"
+    CALL_ENDED = "call_ended"
+    PLAYBACK_STARTED = "playback_started"
+    PLAYBACK_FINISHED = "playback_finished"
+    PLAYBACK_CLEARED = "playback_cleared"
+    DTMF = "dtmf"
+    ENGINE_FALLBACK = "engine_fallback"
+    ENGINE_ERROR = "engine_error"
+
+
+class TurnEventKind(StrEnum):
+    SPEECH_STARTED = "speech_started"
+    END_OF_TURN = "end_of_turn"
+    BARGE_IN = "barge_in"
+
+
+class TranscriptKind(StrEnum):
+    PARTIAL = "partial"
+    FINAL = "final"
+
+
+class ReplyKind(StrEnum):
+    SENTENCE = "sentence"
+    END = "end"
+    CANCEL = "cancel"
+
+
+class AudioOutKind(StrEnum):
+    AUDIO = "audio"
+    END = "end"
+
+
+class PlaybackKind(StrEnum):
+    CLEAR = "clear"
+
+
+@dataclass(slots=True)
+class Timings:
+    speech_start_us: int | None = None
+    speech_end_us: int | None = None
+    turn_detected_us: int | None = None
+    stt_started_us: int | None = None
+    stt_finished_us: int | None = None
+    agent_started_us: int | None = None
+    agent_first_sentence_us: int | None = None
+    tts_started_us: int | None = None
+    tts_first_audio_us: int | None = None
+    egress_first_audio_us: int | None = None
+
+
+@dataclass(slots=True)
+class CallEvent:
+    SCHEMA: ClassVar[str] = "call_event"
+    call_id: str
+    session_id: str
+    kind: CallEventKind
+    ts_us: int
+    channel: str
+    agent_id: str
+    language: str
+    ingress_node: str
+    reply_partition: int
+    caller_number: str | None = None
+    turn_seq: int | None = None
+    reason: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AudioFrame:
+    SCHEMA: ClassVar[str] = "audio_frame"
+    call_id: str
+    seq: int
+    ts_us: int
+    sample_rate: int
+    pcm: bytes
+
+
+@dataclass(slots=True)
+class TurnEvent:
+    SCHEMA: ClassVar[str] = "turn_event"
+    call_id: str
+    turn_seq: int
+    kind: TurnEventKind
+    ts_us: int
+    speech_start_us: int
+    speech_end_us: int | None = None
+    cancelled_turn_seq: int | None = None
+
+
+@dataclass(slots=True)
+class SpeechChunk:
+    SCHEMA: ClassVar[str] = "speech_chunk"
+    call_id: str
+    turn_seq: int
+    seq: int
+    ts_us: int
+    sample_rate: int
+    pcm: bytes
+    final: bool
+    language: str
+    timings: Timings | None = None
+
+
+@dataclass(slots=True)
+class Transcript:
+    SCHEMA: ClassVar[str] = "transcript"
+    call_id: str
+    turn_seq: int
+    kind: TranscriptKind
+    text: str
+    language: str
+    audio_ms: int
+    engine: str
+    ts_us: int
+    confidence: float | None = None
+    timings: Timings | None = None
+
+
+@dataclass(slots=True)
+class AgentReply:
+    SCHEMA: ClassVar[str] = "agent_reply"
+    call_id: str
+    turn_seq: int
+    seq: int
+    kind: ReplyKind
+    text: str
+    reply_partition: int
+    engine: str
+    ts_us: int
+    intent: str | None = None
+    voice: str | None = None
+    end_call: bool = False
+    timings: Timings | None = None
+
+
+@dataclass(slots=True)
+class AudioOut:
+    SCHEMA: ClassVar[str] = "audio_out"
+    call_id: str
+    turn_seq: int
+    seq: int
+    kind: AudioOutKind
+    ts_us: int
+    sample_rate: int
+    pcm: bytes
+    end_call: bool = False
+    timings: Timings | None = None
+
+
+@dataclass(slots=True)
+class PlaybackCommand:
+    SCHEMA: ClassVar[str] = "playback_command"
+    call_id: str
+    kind: PlaybackKind
+    through_turn_seq: int
+    ts_us: int
+    speech_onset_us: int
+
+
+@dataclass(slots=True)
+class TurnLatency:
+    SCHEMA: ClassVar[str] = "turn_latency"
+    call_id: str
+    turn_seq: int
+    ts_us: int
+    timings: Timings
+    response_ms: float | None = None
+    processing_ms: float | None = None
+    stt_ms: float | None = None
+    agent_ms: float | None = None
+    tts_ms: float | None = None
+    bus_overhead_ms: float | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    SCHEMA: ClassVar[str] = "dead_letter"
+    source_topic: str
+    partition: int
+    offset: int
+    value: bytes
+    error: str
+    service: str
+    ts_us: int
+    key: bytes | None = None
+
+
+@dataclass(slots=True)
+class DialogState:
+    SCHEMA: ClassVar[str] = "dialog_state"
+    call_id: str
+    stage: str
+    turns: int
+    last_turn_seq: int
+    reply_partition: int
+    language: str
+    ended: bool
+    updated_us: int
+    intent: str | None = None
+    slots: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EngineUsage:
+    SCHEMA: ClassVar[str] = "engine_usage"
+    call_id: str
+    stage: str
+    engine: str
+    ts_us: int
+    turn_seq: int | None = None
+    llm_tokens_in: int = 0
+    llm_tokens_out: int = 0
+    stt_audio_seconds: float = 0.0
+    tts_characters: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class CallSummary:
+    """Post-call enrichment of one call (topic summaries), produced after its call_ended event."""
+
+    SCHEMA: ClassVar[str] = "call_summary"
+    call_id: str
+    ts_us: int
+    summary: str
+    sentiment: float
+    caller_turns: int
+    goal_reached: bool
+    handed_off: bool
+    model: str
+    intent: str | None = None
+    outcome: str | None = None
+    turn_sentiment: dict[str, float] = field(default_factory=dict)
+
+
+Record = (
+    CallEvent
+    | AudioFrame
+    | TurnEvent
+    | SpeechChunk
+    | Transcript
+    | AgentReply
+    | AudioOut
+    | PlaybackCommand
+    | TurnLatency
+    | DeadLetter
+    | DialogState
+    | EngineUsage
+    | CallSummary
+)
+
+ALL_RECORDS: tuple[type, ...] = (
+    CallEvent,
+    AudioFrame,
+    TurnEvent,
+    SpeechChunk,
+    Transcript,
+    AgentReply,
+    AudioOut,
+    PlaybackCommand,
+    TurnLatency,
+    DeadLetter,
+    DialogState,
+    EngineUsage,
+    CallSummary,
+)

@@ -1,0 +1,133 @@
+"""``switchboard up``: the whole pipeline on one machine, each service its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from switchboard.broker import EmbeddedBroker, port_open
+from switchboard.bus import create_topics
+from switchboard.services import SERVICES, Service
+from switchboard.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Worker:
+    service: Service
+    index: int
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class Stack:
+    settings: ServiceSettings
+    ingress_port: int = 8080
+    broker_port: int = 9092
+    run_dir: Path = ROOT / ".switchboard"
+    scale: dict[str, int] = field(default_factory=dict)
+    only: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    workers: list[Worker] = field(default_factory=list)
+    _next_metrics_port: int = 9101
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap if self.broker else self.settings.kafka_bootstrap
+
+    def env(self, metrics_port: int) -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.extra_env,
+            "SWITCHBOARD_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SWITCHBOARD_TOPIC_PREFIX": self.settings.topic_prefix,
+            "SWITCHBOARD_PORT": str(self.ingress_port),
+            "SWITCHBOARD_METRICS_PORT": str(metrics_port),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self, embedded: bool) -> None:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if embedded:
+            if port_open("127.0.0.1", self.broker_port):
+                raise RuntimeError(f"port {self.broker_port} is taken: set SWITCHBOARD_KAFKA_BOOTSTRAP or free it")
+            self.broker = EmbeddedBroker(self.broker_port, log_path=self.run_dir / "logs" / "tansu.log").start()
+        settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
+        asyncio.run(create_topics(settings))
+        for service in SERVICES:
+            if self.only and service.name not in self.only:
+                continue
+            for _ in range(self.scale.get(service.name, 1)):
+                self.spawn(service)
+
+    def spawn(self, service: Service) -> Worker:
+        index = sum(1 for w in self.workers if w.service is service)
+        port = 0 if service.name == "ingress" else self._next_metrics_port
+        if port:
+            self._next_metrics_port += 1
+        log_path = self.run_dir / "logs" / f"{service.name}-{index}.log"
+        out = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen([sys.executable, "-m", service.module], env=self.env(port), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=ROOT)
+        worker = Worker(service, index, port, proc, log_path)
+        self.workers.append(worker)
+        return worker
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = list(self.workers)
+        while pending:
+            for w in list(pending):
+                if w.process.poll() is not None:
+                    raise RuntimeError(f"{w.service.name} exited with {w.process.returncode}; see {w.log_path}")
+                if self.worker_ready(w):
+                    pending.remove(w)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout_s}s: {[w.service.name for w in pending]}")
+            time.sleep(0.2)
+
+    def worker_ready(self, w: Worker) -> bool:
+        url = (f"http://127.0.0.1:{self.ingress_port}/ready" if w.service.name == "ingress"
+               else f"http://127.0.0.1:{w.metrics_port}/metrics")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if w.service.name == "ingress":
+                    return resp.status == 200
+                m = re.search(rb'switchboard_assigned_partitions\{service="[^"]+"\} (\d+)', resp.read())
+                return bool(m and float(m.group(1)) > 0)
+        except OSError:
+            return False
+
+    def stop_worker(self, w: Worker, kill: bool = False) -> None:
+        if w.process.poll() is None:
+            w.process.kill() if kill else w.process.terminate()
+        try:
+            w.process.wait(30)
+        except subprocess.TimeoutExpired:
+            w.process.kill()
+            w.process.wait()
+        self.workers.remove(w)
+
+    def stop(self) -> None:
+        # ingress first: it drains calls while the processors can still answer them
+        for w in sorted(self.workers, key=lambda w: w.service.name != "ingress"):
+            self.stop_worker(w)
+        if self.broker:
+            self.broker.stop()
+            self.broker = None
+
+    def dead(self) -> list[Worker]:
+        return [w for w in self.workers if w.process.poll() is not None]
