@@ -36,8 +36,10 @@ def create_app(settings: IngressSettings) -> FastAPI:
     @app.get("/ready", summary="readiness: 503 while starting or draining")
     async def ready() -> JSONResponse:
         ok = runtime.ready and not runtime.draining
-        body = {"status": "ready" if ok else ("draining" if runtime.draining else "starting"),
-                "active_calls": len(runtime.egress.sessions)}
+        body = {
+            "status": "ready" if ok else ("draining" if runtime.draining else "starting"),
+            "active_calls": len(runtime.egress.sessions),
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics")
@@ -55,5 +57,6 @@ def create_app(settings: IngressSettings) -> FastAPI:
     @app.websocket("/twilio/media")
     async def twilio_media(ws: WebSocket) -> None:
         await twilio.handle(ws, runtime)
+
 
     return app

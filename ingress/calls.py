@@ -158,7 +158,15 @@ class CallSession:
         ts = now_us()
         for i in range(n):
             frame = buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-            record = AudioFrame(self.info.call_id, self._seq, ts, BUS_RATE, array_to_pcm16(frame))
+            record = AudioFrame(
+                self.info.call_id,
+                self._seq,
+                ts,
+                BUS_RATE,
+                array_to_pcm16(frame),
+                self.reply_partition,
+                self._playing_turn,
+            )
             self._seq += 1
             fut = await self.publisher.send(record, self.corr)
             fut.add_done_callback(self._sent)
@@ -169,9 +177,7 @@ class CallSession:
         if out.turn_seq <= self._cleared_through:
             return
         samples = np.frombuffer(out.pcm, dtype="<i2") if out.pcm else np.zeros(0, dtype=np.int16)
-        self._queue.append(
-            _Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings)
-        )
+        self._queue.append(_Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings))
         self._wake.set()
 
     async def playback(self, cmd: PlaybackCommand) -> None:

@@ -19,12 +19,12 @@ from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ingress.calls import CallSession
 from switchboard import codec, metrics
 from switchboard.bus import consumer_options, topic_name
 from switchboard.records import AudioOut, PlaybackCommand
 from switchboard.settings import ServiceSettings
 from switchboard.topics import AUDIO_OUT, PLAYBACK
-from ingress.calls import CallSession
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Egress:
         out_name = topic_name(self.settings, AUDIO_OUT)
         parts = self._consumer.partitions_for_topic(out_name)
         if not parts:
-            await self._consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
+            await self._consumer._client.force_metadata_update()
             parts = self._consumer.partitions_for_topic(out_name) or set()
         if not parts:
             raise RuntimeError(f"topic {out_name} does not exist: run `switchboard topics create`")

@@ -23,6 +23,7 @@ class _DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: object) -> None:
         if self._drain is None and not self.runtime.draining:
+
             async def drain_then_exit() -> None:
                 await self.runtime.drain()
                 self.should_exit = True
@@ -33,13 +34,21 @@ class _DrainingServer(uvicorn.Server):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="switchboard ingress", description="Run the ingress: websockets in, agent audio out.")
+    parser = argparse.ArgumentParser(
+        prog="switchboard ingress", description="Run the ingress: websockets in, agent audio out."
+    )
     parser.parse_args(argv)
     settings = IngressSettings()
     logs.setup("ingress", settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, ws_max_size=max(
-        settings.max_message_bytes * 4, 1 << 20), lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
+        lifespan="on",
+    )
     _DrainingServer(config, app.state.runtime).run()
     return 0
 

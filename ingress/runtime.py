@@ -8,11 +8,11 @@ import socket
 
 from aiokafka import AIOKafkaProducer
 
-from switchboard import metrics
-from switchboard.bus import Publisher, make_producer
 from ingress.calls import CallerSocket, CallInfo, CallSession
 from ingress.egress import Egress
 from ingress.settings import IngressSettings
+from switchboard import metrics
+from switchboard.bus import Publisher, make_producer
 
 logger = logging.getLogger(__name__)
 

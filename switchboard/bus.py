@@ -4,6 +4,7 @@ consumer factories tuned for real-time latency, topic creation, dead letters."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, replace
@@ -78,7 +79,9 @@ def consumer_options(settings: ServiceSettings) -> dict[str, Any]:
     }
 
 
-def make_consumer(settings: ServiceSettings, *, group_id: str | None, topics: tuple[Topic, ...] = ()) -> AIOKafkaConsumer:
+def make_consumer(
+    settings: ServiceSettings, *, group_id: str | None, topics: tuple[Topic, ...] = ()
+) -> AIOKafkaConsumer:
     names = [topic_name(settings, t) for t in topics]
     return AIOKafkaConsumer(*names, group_id=group_id, **consumer_options(settings))
 
@@ -150,10 +153,8 @@ async def create_topics(settings: ServiceSettings, partitions: int | None = None
             if topic_name(settings, t) not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another service created them first
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
         return [t.name for t in wanted]
     finally:
         await admin.close()

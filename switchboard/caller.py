@@ -68,7 +68,7 @@ class BusObserver:
             name = topic_name(self.settings, t)
             parts = self.consumer.partitions_for_topic(name) or set()
             if not parts:
-                await self.consumer._client.force_metadata_update()  # noqa: SLF001
+                await self.consumer._client.force_metadata_update()
                 parts = self.consumer.partitions_for_topic(name) or set()
             tps += [TopicPartition(name, p) for p in parts]
         self.consumer.assign(tps)
@@ -139,8 +139,10 @@ class TwilioCaller:
                     self.result.clears += 1
                     self._flush_reply()
         except websockets.ConnectionClosed as exc:
-            self.result.close_code, self.result.close_reason = exc.rcvd.code if exc.rcvd else None, (
-                exc.rcvd.reason if exc.rcvd else "")
+            self.result.close_code, self.result.close_reason = (
+                exc.rcvd.code if exc.rcvd else None,
+                (exc.rcvd.reason if exc.rcvd else ""),
+            )
 
     def _flush_reply(self) -> None:
         if self._reply_audio:
@@ -153,8 +155,12 @@ class TwilioCaller:
         clock = start
         for i in range(0, len(payload), FRAME):
             await asyncio.sleep(max(0.0, clock - time.monotonic()))
-            media = {"track": "inbound", "chunk": str(i // FRAME), "timestamp": str(int(i / 8)),
-                     "payload": base64.b64encode(payload[i : i + FRAME]).decode()}
+            media = {
+                "track": "inbound",
+                "chunk": str(i // FRAME),
+                "timestamp": str(int(i / 8)),
+                "payload": base64.b64encode(payload[i : i + FRAME]).decode(),
+            }
             await self._ws.send(self._msg("media", media=media))
             clock += 0.02
         return clock
@@ -170,8 +176,9 @@ class TwilioCaller:
                 break
         return clock
 
-    async def run(self, utterances: list[Utterance], *, wait_greeting: bool = True, timeout_s: float = 20.0,
-                  hang_up: bool = True) -> CallResult:
+    async def run(
+        self, utterances: list[Utterance], *, wait_greeting: bool = True, timeout_s: float = 20.0, hang_up: bool = True
+    ) -> CallResult:
         observer = BusObserver(self.settings, self.call_id, self.result)
         await observer.start()
         down = Resampler(BUS_RATE, 8000)
@@ -180,9 +187,14 @@ class TwilioCaller:
                 self._ws = ws
                 receiver = asyncio.create_task(self._receive())
                 await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-                start = {"accountSid": "AC" + "0" * 32, "streamSid": self.stream_sid, "callSid": self.call_id,
-                         "tracks": ["inbound"], "customParameters": {"caller_number": "+15550100"},
-                         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+                start = {
+                    "accountSid": "AC" + "0" * 32,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_id,
+                    "tracks": ["inbound"],
+                    "customParameters": {"caller_number": "+15550100"},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                }
                 await ws.send(self._msg("start", start=start))
                 clock = time.monotonic()
                 if wait_greeting:

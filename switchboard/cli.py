@@ -49,8 +49,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         stack.start(embedded)
         stack.wait_ready()
-        print(f"Switchboard is up: http://127.0.0.1:{args.port}/  (Kafka {stack.bootstrap}; logs in "
-              f"{stack.run_dir / 'logs'}). Ctrl-C stops it.", flush=True)
+        print(
+            f"Switchboard is up: http://127.0.0.1:{args.port}/  (Kafka {stack.bootstrap}; logs in "
+            f"{stack.run_dir / 'logs'}). Ctrl-C stops it.",
+            flush=True,
+        )
         while not stop:
             for w in stack.dead():
                 print(f"{w.service.name} exited ({w.process.returncode}); restarting", file=sys.stderr, flush=True)
@@ -91,8 +94,13 @@ def print_call(result: Any, utterances: list[Any]) -> None:
     print(f"  {'turn':>4} {'response':>9} {'process':>8} {'stt':>6} {'agent':>6} {'tts':>6} {'bus':>6}")
     for seq, lat in sorted(result.latencies.items()):
         cells = [lat.response_ms, lat.processing_ms, lat.stt_ms, lat.agent_ms, lat.tts_ms, lat.bus_overhead_ms]
-        print(f"  {seq:>4} " + " ".join(f"{c:>{w}.0f}" if c is not None else f"{'-':>{w}}"
-                                          for c, w in zip(cells, (9, 8, 6, 6, 6, 6), strict=True)))
+        print(
+            f"  {seq:>4} "
+            + " ".join(
+                f"{c:>{w}.0f}" if c is not None else f"{'-':>{w}}"
+                for c, w in zip(cells, (9, 8, 6, 6, 6, 6), strict=True)
+            )
+        )
     if result.clears:
         print(f"  playback cleared {result.clears} time(s) (barge-in)")
 
@@ -136,12 +144,14 @@ def cmd_topics(args: argparse.Namespace) -> int:
         print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
     else:
         for t in CATALOG:
-            print(f"{settings.topic_prefix}{t.name:<14} {t.partitions:>3} partitions  key={t.key:<10} "
-                  f"{'compacted' if t.compacted else f'retention {t.retention_ms // 3_600_000} h'}  {t.doc}")
+            print(
+                f"{settings.topic_prefix}{t.name:<14} {t.partitions:>3} partitions  key={t.key:<10} "
+                f"{'compacted' if t.compacted else f'retention {t.retention_ms // 3_600_000} h'}  {t.doc}"
+            )
     return 0
 
 
-def _service_runner(module: str):  # noqa: ANN202
+def _service_runner(module: str):
     def run(args: argparse.Namespace) -> int:
         return int(importlib.import_module(module).main(args.rest) or 0)
 
@@ -156,18 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="run the whole pipeline on this machine",
-                       description="Start the embedded Kafka (tansu) unless SWITCHBOARD_KAFKA_BOOTSTRAP is set, create "
-                       "the topics, and run the ingress and every processor as separate processes until Ctrl-C.")
+    p = sub.add_parser(
+        "up",
+        help="run the whole pipeline on this machine",
+        description="Start the embedded Kafka (tansu) unless SWITCHBOARD_KAFKA_BOOTSTRAP is set, create "
+        "the topics, and run the ingress and every processor as separate processes until Ctrl-C.",
+    )
     p.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
     p.add_argument("--broker-port", type=int, default=9092, help="embedded Kafka port (default 9092)")
     p.add_argument("--scale", action="append", default=[], metavar="SERVICE=N", help="run N copies, e.g. stt=2")
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("call", help="a simulated phone call over the Twilio protocol",
-                       description="Call the ingress like Twilio would: play each WAV (or Piper-spoken sentence) in "
-                       "real time as 20 ms μ-law frames, wait for the agent's answer, and print what the pipeline "
-                       "heard and said with each turn's latencies. Needs the stack running (switchboard up).")
+    p = sub.add_parser(
+        "call",
+        help="a simulated phone call over the Twilio protocol",
+        description="Call the ingress like Twilio would: play each WAV (or Piper-spoken sentence) in "
+        "real time as 20 ms μ-law frames, wait for the agent's answer, and print what the pipeline "
+        "heard and said with each turn's latencies. Needs the stack running (switchboard up).",
+    )
     p.add_argument("--audio", action="append", metavar="WAV", help="an utterance to play (repeatable)")
     p.add_argument("--say", action="append", metavar="TEXT", help="an utterance spoken by Piper (repeatable)")
     p.add_argument("--url", default="ws://127.0.0.1:8080/twilio/media", help="ingress media-stream URL")
@@ -176,21 +192,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each reply")
     p.set_defaults(func=cmd_call)
 
-    p = sub.add_parser("demo", help="start the stack, make demo calls, print the results, stop",
-                       description="The main job: the whole pipeline on the embedded default, a scripted appointment "
-                       "call and one call per clip in ../shared/audio, with transcripts, word error and latencies.")
-    p.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO_DIR, help="folder of WAV clips with .txt transcripts")
+    p = sub.add_parser(
+        "demo",
+        help="start the stack, make demo calls, print the results, stop",
+        description="The main job: the whole pipeline on the embedded default, a scripted appointment "
+        "call and one call per clip in ../shared/audio, with transcripts, word error and latencies.",
+    )
+    p.add_argument(
+        "--audio-dir", type=Path, default=DEFAULT_AUDIO_DIR, help="folder of WAV clips with .txt transcripts"
+    )
     p.add_argument("--out", type=Path, default=ROOT / ".switchboard" / "demo", help="where to save the agent audio")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("topics", help="create or list the Kafka topics", description="Create (idempotent) or list "
-                       "the topics of the catalog on SWITCHBOARD_KAFKA_BOOTSTRAP.")
+    p = sub.add_parser(
+        "topics",
+        help="create or list the Kafka topics",
+        description="Create (idempotent) or list the topics of the catalog on SWITCHBOARD_KAFKA_BOOTSTRAP.",
+    )
     p.add_argument("action", choices=["create", "list"])
     p.set_defaults(func=cmd_topics)
 
     for service in SERVICES:
-        p = sub.add_parser(service.name, help=f"run one {service.name} worker: {service.doc}", add_help=False,
-                           description=service.doc)
+        p = sub.add_parser(
+            service.name, help=f"run one {service.name} worker: {service.doc}", add_help=False, description=service.doc
+        )
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_service_runner(service.module))
 

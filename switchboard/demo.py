@@ -80,8 +80,10 @@ async def _calls(args: argparse.Namespace, stack: Stack, port: int) -> int:
             responses.append(lat.response_ms)
             processing.append(lat.processing_ms or 0.0)
     if responses:
-        print(f"\nresponse latency (end of speech → first agent audio): median {statistics.median(responses):.0f} ms, "
-              f"max {max(responses):.0f} ms over {len(responses)} turns")
+        print(
+            f"\nresponse latency (end of speech → first agent audio): median {statistics.median(responses):.0f} ms, "
+            f"max {max(responses):.0f} ms over {len(responses)} turns"
+        )
         print(f"processing latency (turn detected → first agent audio): median {statistics.median(processing):.0f} ms")
     print(f"agent audio saved in {args.out}")
     return 1 if failures else 0

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from typing import Any
 
 CORRELATION_KEYS = ("call_id", "session_id", "agent_id", "turn_id", "traceparent")
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("switchboard_log_context", default={})
+_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("switchboard_log_context")
 
 
 @contextmanager
 def correlation(**ids: str | None) -> Iterator[None]:
     """Attach correlation IDs to every log line in this (async) context."""
-    token = _context.set({**_context.get(), **{k: v for k, v in ids.items() if v}})
+    token = _context.set({**_context.get({}), **{k: v for k, v in ids.items() if v}})
     try:
         yield
     finally:
@@ -29,7 +29,7 @@ def correlation(**ids: str | None) -> Iterator[None]:
 
 def bind(**ids: str | None) -> None:
     """Attach correlation IDs for the rest of this task (e.g. a socket's handler)."""
-    _context.set({**_context.get(), **{k: v for k, v in ids.items() if v}})
+    _context.set({**_context.get({}), **{k: v for k, v in ids.items() if v}})
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,7 +47,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update(_context.get())
+        entry.update(_context.get({}))
         extra = getattr(record, "fields", None)
         if extra:
             entry.update(extra)

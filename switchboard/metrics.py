@@ -26,7 +26,8 @@ BUS_OVERHEAD = Histogram(
     "switchboard_bus_overhead_seconds", "processing latency not spent inside an engine", buckets=LATENCY_BUCKETS
 )
 BARGE_IN_REACTION = Histogram(
-    "switchboard_barge_in_reaction_seconds", "caller speech onset → playback cleared on the socket",
+    "switchboard_barge_in_reaction_seconds",
+    "caller speech onset → playback cleared on the socket",
     buckets=LATENCY_BUCKETS,
 )
 BARGE_INS = Counter("switchboard_barge_ins_total", "barge-ins detected")

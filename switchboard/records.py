@@ -93,6 +93,8 @@ class AudioFrame:
     ts_us: int
     sample_rate: int
     pcm: bytes
+    reply_partition: int
+    agent_turn_seq: int | None = None
 
 
 @dataclass(slots=True)

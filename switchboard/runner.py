@@ -23,7 +23,7 @@ from switchboard import codec, metrics
 from switchboard.bus import Correlation, Publisher, make_consumer, make_producer, topic_name
 from switchboard.logs import correlation
 from switchboard.settings import ServiceSettings
-from switchboard.topics import BY_NAME, Topic
+from switchboard.topics import Topic
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ class Processor(Protocol):
 
     async def on_revoked(self, partitions: set[int]) -> None: ...
 
+    def commit_floor(self, topic: Topic, partition: int) -> int | None:
+        """The lowest offset of ``topic``/``partition`` still needed (e.g. the first chunk of an
+        open turn), so a rebalance replays it on the new owner; None when nothing is held."""
+        ...
+
 
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, runner: Runner) -> None:
@@ -85,12 +90,18 @@ class Runner:
         self.producer = make_producer(settings)
         self.publisher = Publisher(settings, self.producer, processor.name)
         self._pending: dict[TopicPartition, int] = {}
+        self._topics = {topic_name(settings, t): t for t in processor.inputs}
         self._stopping = asyncio.Event()
 
     async def commit_pending(self) -> None:
-        if self._pending:
-            offsets, self._pending = self._pending, {}
-            await self.consumer.commit(offsets)
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        for tp, offset in list(offsets.items()):
+            floor = self.processor.commit_floor(self._topics[tp.topic], tp.partition)
+            if floor is not None and floor < offset:
+                offsets[tp] = floor
+        await self.consumer.commit(offsets)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -115,8 +126,8 @@ class Runner:
 
     async def run(self) -> None:
         await self.producer.start()
-        names = [topic_name(self.settings, t) for t in self.processor.inputs]
-        by_name = {topic_name(self.settings, t): t for t in self.processor.inputs}
+        names = list(self._topics)
+        by_name = self._topics
         self.consumer.subscribe(names, listener=_Rebalance(self))
         await self.consumer.start()
         logger.info("processor started", extra={"fields": {"group": self.group_id, "topics": names}})
@@ -125,7 +136,7 @@ class Runner:
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
                 now_ms = time.time() * 1000
                 for tp, msgs in batch.items():
-                    topic = by_name.get(tp.topic) or BY_NAME[tp.topic]
+                    topic = by_name[tp.topic]
                     hop = metrics.BUS_HOP.labels(self.processor.name, topic.name)
                     for msg in msgs:
                         hop.observe(max(0.0, now_ms - msg.timestamp) / 1000)

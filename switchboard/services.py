@@ -22,10 +22,19 @@ class Service:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service("ingress", "ingress.main", "ingress.settings:IngressSettings",
-            "websocket edge (Twilio, ACS, JSON, softphone) and egress", scales_by_partition=False),
-    Service("turns", "processors.turns.main", "processors.turns.settings:TurnsSettings",
-            "voice activity, end of turn, barge-in"),
+    Service(
+        "ingress",
+        "ingress.main",
+        "ingress.settings:IngressSettings",
+        "websocket edge (Twilio, ACS, JSON, softphone) and egress",
+        scales_by_partition=False,
+    ),
+    Service(
+        "turns",
+        "processors.turns.main",
+        "processors.turns.settings:TurnsSettings",
+        "voice activity, end of turn, barge-in",
+    ),
     Service("stt", "processors.stt.main", "processors.stt.settings:SttSettings", "speech-to-text"),
     Service("agent", "processors.agent.main", "processors.agent.settings:AgentSettings", "dialog policy / LLM"),
     Service("tts", "processors.tts.main", "processors.tts.settings:TtsSettings", "text-to-speech"),

@@ -14,11 +14,10 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port,...)")
     topic_prefix: str = Field("", description="prefix added to every topic name (one cluster, many pipelines)")
     fetch_max_wait_ms: int = Field(
-        5, ge=0, description="consumer fetch wait: bounds per-hop latency on brokers that do not wake fetches (tansu)"
+        10, ge=0, description="consumer fetch wait: bounds per-hop latency on brokers that do not wake fetches (tansu)"
     )
     session_timeout_ms: int = Field(6000, description="consumer group session timeout")
     rebalance_timeout_ms: int = Field(3000, description="consumer group rebalance timeout")
     log_level: str = Field("INFO", description="log level of the JSON logs")
     metrics_port: int = Field(0, ge=0, description="port of the /metrics endpoint (0 = off; ingress serves its own)")
     metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds (0.0.0.0 in containers)")
-    instance: str = Field("", description="instance name in logs (defaults to host:pid)")

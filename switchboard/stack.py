@@ -80,8 +80,9 @@ class Stack:
             self._next_metrics_port += 1
         log_path = self.run_dir / "logs" / f"{service.name}-{index}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen([sys.executable, "-m", service.module], env=self.env(port), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", service.module], env=self.env(port), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
         worker = Worker(service, index, port, proc, log_path)
         self.workers.append(worker)
         return worker
@@ -100,8 +101,11 @@ class Stack:
             time.sleep(0.2)
 
     def worker_ready(self, w: Worker) -> bool:
-        url = (f"http://127.0.0.1:{self.ingress_port}/ready" if w.service.name == "ingress"
-               else f"http://127.0.0.1:{w.metrics_port}/metrics")
+        url = (
+            f"http://127.0.0.1:{self.ingress_port}/ready"
+            if w.service.name == "ingress"
+            else f"http://127.0.0.1:{w.metrics_port}/metrics"
+        )
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if w.service.name == "ingress":

@@ -64,7 +64,9 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                 break
             data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
             if len(data) > rt.settings.max_message_bytes:
-                raise ProtocolError(1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}", "oversized")
+                raise ProtocolError(
+                    1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}", "oversized"
+                )
             try:
                 event = wire.parse(data)
             except UnknownMessage as exc:
@@ -79,7 +81,9 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                 if session is not None:
                     raise ProtocolError(1008, "second start on one stream", "duplicate_start")
                 if event.encoding != "audio/x-mulaw" or event.sample_rate != wire.MULAW_RATE:
-                    raise ProtocolError(1003, f"unsupported media format {event.encoding}@{event.sample_rate}", "bad_format")
+                    raise ProtocolError(
+                        1003, f"unsupported media format {event.encoding}@{event.sample_rate}", "bad_format"
+                    )
                 params = event.custom_parameters
                 info = CallInfo(
                     call_id=event.call_sid,

@@ -110,7 +110,9 @@ def parse(text: str | bytes) -> TwilioEvent:
 
 
 def media(stream_sid: str, mulaw: bytes) -> str:
-    return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(mulaw).decode()}})
+    return json.dumps(
+        {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(mulaw).decode()}}
+    )
 
 
 def mark(stream_sid: str, name: str) -> str:
@@ -125,9 +127,7 @@ def twiml_connect_stream(stream_url: str, parameters: dict[str, str] | None = No
     """TwiML answering a call with a bidirectional media stream to ``stream_url``."""
     from xml.sax.saxutils import quoteattr
 
-    params = "".join(
-        f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in (parameters or {}).items()
-    )
+    params = "".join(f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in (parameters or {}).items())
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         f"<Response><Connect><Stream url={quoteattr(stream_url)}>{params}</Stream></Connect></Response>"

@@ -1,16 +1,29 @@
 """The agent processor: transcripts in, reply sentences out, state in a changelog.
 
 Inputs: ``calls`` (greet on call_started), ``transcripts`` (reply to finals),
-``turns`` (cancel a reply on barge-in). Outputs: ``replies`` and ``agent.state``.
+``turns`` (cancel a reply on barge-in). Outputs: ``replies``, ``agent.state``,
+``usage`` (tokens and cost per reply) and ``calls`` (engine fallbacks).
+
+A reply streams from its engine in a task of its own (``pumped``); a barge-in
+for the turn being answered sets the call's stop event, which ends the reply at
+once and cancels the engine (for the LLM: closes its HTTP stream). The runner
+hands records to ``handle`` one at a time, so the stop takes effect when the
+barge-in is handled while the reply is still streaming (a runner that reads
+``turns`` alongside a streaming reply); otherwise the reply finishes and the
+``cancel`` record stops its audio downstream, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Protocol
 
+from processors.agent.engine import ENDED, Agent
+from processors.resilience import Fallback, Journal, Usage, pumped
+from processors.usage import PriceTable
 from switchboard import metrics
 from switchboard.bus import Correlation
 from switchboard.records import (
@@ -28,7 +41,6 @@ from switchboard.records import (
 )
 from switchboard.runner import Incoming, Out
 from switchboard.topics import CALLS, TRANSCRIPTS, TURNS, Topic
-from processors.agent.engine import ENDED, Agent
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +53,20 @@ class AgentProcessor:
     name = "agent"
     inputs: tuple[Topic, ...] = (CALLS, TRANSCRIPTS, TURNS)
 
-    def __init__(self, engine: Agent, store: StateStore) -> None:
+    def __init__(self, engine: Agent, store: StateStore, prices: PriceTable | None = None) -> None:
         self.engine = engine
         self.store = store
         self.states: dict[str, DialogState] = {}
+        self.journal: Journal | None = getattr(engine, "journal", None)
+        self.prices = prices or PriceTable()
+        self.calls: dict[str, CallEvent] = {}  # call_started events, for the engine events of the call
+        self.replying: dict[str, tuple[int, asyncio.Event]] = {}  # call_id → (turn being answered, stop)
 
     async def on_assigned(self, partitions: set[int]) -> None:
         self.states = await self.store.restore(partitions)
+
+    def commit_floor(self, topic: Topic, partition: int) -> int | None:
+        return None
 
     async def on_revoked(self, partitions: set[int]) -> None:
         self.states.clear()
@@ -57,10 +76,13 @@ class AgentProcessor:
         if isinstance(r, CallEvent):
             if r.kind is CallEventKind.CALL_STARTED and r.call_id not in self.states:
                 state = DialogState(r.call_id, "greeting", 0, 0, r.reply_partition, r.language, False, now_us())
+                state.slots.update(per_call_choices(r.attributes))
                 self.states[r.call_id] = state
+                self.calls[r.call_id] = r
                 async for out in self._reply(state, 0, None, msg.corr.child(0), Timings()):
                     yield out
             elif r.kind is CallEventKind.CALL_ENDED and (state := self.states.pop(r.call_id, None)):
+                self.calls.pop(r.call_id, None)
                 state.ended, state.updated_us = True, now_us()
                 yield Out(state, msg.corr)
         elif isinstance(r, Transcript) and r.kind is TranscriptKind.FINAL:
@@ -73,19 +95,67 @@ class AgentProcessor:
                 yield out
         elif isinstance(r, TurnEvent) and r.kind is TurnEventKind.BARGE_IN and r.cancelled_turn_seq is not None:
             state = self.states.get(r.call_id)
+            replying = self.replying.get(r.call_id)
+            if replying is not None and replying[0] <= r.cancelled_turn_seq:
+                replying[1].set()
             if state is not None:
                 yield Out(self._record(state, r.cancelled_turn_seq, 0, ReplyKind.CANCEL, ""), msg.corr)
 
-    def _record(self, state: DialogState, turn_seq: int, seq: int, kind: ReplyKind, text: str,
-                timings: Timings | None = None) -> AgentReply:
-        return AgentReply(state.call_id, turn_seq, seq, kind, text, state.reply_partition, self.engine.name, now_us(),
-                          intent=state.intent, end_call=state.stage == ENDED and kind is ReplyKind.END,
-                          timings=timings)
+    def _record(
+        self, state: DialogState, turn_seq: int, seq: int, kind: ReplyKind, text: str, timings: Timings | None = None
+    ) -> AgentReply:
+        return AgentReply(
+            state.call_id,
+            turn_seq,
+            seq,
+            kind,
+            text,
+            state.reply_partition,
+            state.slots.get("engine", self.engine.name),
+            now_us(),
+            intent=state.intent,
+            voice=state.slots.get("voice"),
+            end_call=state.stage == ENDED and kind is ReplyKind.END,
+            timings=timings,
+        )
 
-    async def _reply(self, state: DialogState, turn_seq: int, text: str | None, corr: Correlation,
-                     timings: Timings) -> AsyncIterator[Out]:
+    async def _reply(
+        self, state: DialogState, turn_seq: int, text: str | None, corr: Correlation, timings: Timings
+    ) -> AsyncIterator[Out]:
         started = now_us()
-        sentences = self.engine.greet(state) if text is None else self.engine.respond(state, text)
+        stop = asyncio.Event()
+        self.replying[state.call_id] = (turn_seq, stop)
+
+        async def produce(emit: Callable[[str], None]) -> None:
+            async for s in self.engine.greet(state) if text is None else self.engine.respond(state, text):
+                emit(s)
+
+        seq = 0
+        try:
+            async for out in self._sentences(state, turn_seq, corr, timings, started, pumped(produce, stop)):
+                seq += 1
+                yield out
+        finally:
+            self.replying.pop(state.call_id, None)
+        for out in self._notes(state, corr):
+            yield out
+        if stop.is_set():
+            logger.info("reply cancelled", extra={"fields": {"turn": turn_seq, "sentences": seq}})
+        else:
+            yield Out(self._record(state, turn_seq, seq, ReplyKind.END, ""), corr)
+        state.updated_us = now_us()
+        logger.info("replied", extra={"fields": {"turn": turn_seq, "stage": state.stage, "intent": state.intent}})
+        yield Out(replace(state, slots=dict(state.slots)), corr)
+
+    async def _sentences(
+        self,
+        state: DialogState,
+        turn_seq: int,
+        corr: Correlation,
+        timings: Timings,
+        started: int,
+        sentences: AsyncIterator[str],
+    ) -> AsyncIterator[Out]:
         seq = 0
         async for sentence in sentences:
             t = None
@@ -95,7 +165,47 @@ class AgentProcessor:
                 t = replace(timings, agent_started_us=started, agent_first_sentence_us=first)
             yield Out(self._record(state, turn_seq, seq, ReplyKind.SENTENCE, sentence, t), corr)
             seq += 1
-        yield Out(self._record(state, turn_seq, seq, ReplyKind.END, ""), corr)
-        state.updated_us = now_us()
-        logger.info("replied", extra={"fields": {"turn": turn_seq, "stage": state.stage, "intent": state.intent}})
-        yield Out(replace(state, slots=dict(state.slots)), corr)
+
+    def _notes(self, state: DialogState, corr: Correlation) -> list[Out]:
+        """What the engine noted during the reply: usage (priced) and fallbacks, as records."""
+        outs: list[Out] = []
+        for note in self.journal.drain(state.call_id) if self.journal is not None else ():
+            if isinstance(note, Usage):
+                outs.append(Out(self.prices.record(state.call_id, note), corr))
+            elif isinstance(note, Fallback):
+                outs.append(Out(self._fallback_event(state, note), corr))
+        return outs
+
+    def _fallback_event(self, state: DialogState, note: Fallback) -> CallEvent:
+        start = self.calls.get(state.call_id)
+        return CallEvent(
+            state.call_id,
+            start.session_id if start else "",
+            CallEventKind.ENGINE_FALLBACK,
+            now_us(),
+            start.channel if start else "",
+            start.agent_id if start else "",
+            state.language,
+            start.ingress_node if start else "",
+            state.reply_partition,
+            turn_seq=state.last_turn_seq,
+            reason=f"{note.stage} {note.from_engine} → {note.to_engine}: {note.reason}",
+            attributes={"stage": note.stage, "from": note.from_engine, "to": note.to_engine},
+        )
+
+
+def per_call_choices(attributes: dict[str, str]) -> dict[str, str]:
+    """Engine and voice a call asked for at call start (``engines``: an agent engine name or
+    ``agent=openai,tts=azure``; ``voice``), as dialog-state slots."""
+    out: dict[str, str] = {}
+    spec = attributes.get("engines", "").strip()
+    if spec:
+        pairs = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
+        agent = pairs.get("agent", "" if pairs else spec).strip()
+        if agent:
+            out["engine"] = agent
+        if pairs.get("tts") and not attributes.get("voice"):
+            out["voice"] = pairs["tts"].strip() + ":"
+    if attributes.get("voice"):
+        out["voice"] = attributes["voice"].strip()
+    return out

@@ -13,15 +13,22 @@ from switchboard.runner import serve
 
 
 def create_engine(settings: AgentSettings) -> Agent:
-    if settings.agent_engine == "policy":
-        from processors.agent.policy import ClinicPolicy
+    from processors.agent.policy import ClinicPolicy
 
-        return ClinicPolicy(settings.clinic_name, settings.max_fallbacks)
-    raise ValueError(f"unknown agent engine {settings.agent_engine!r} (choose: policy)")
+    policy = ClinicPolicy(settings.clinic_name, settings.max_fallbacks)
+    if settings.agent_engine == "policy":
+        return policy
+    if settings.agent_engine in ("openai", "azure_openai"):
+        from processors.agent.cloud import cloud_agent
+
+        return cloud_agent(settings, policy)
+    raise ValueError(f"unknown agent engine {settings.agent_engine!r} (choose: policy, openai, azure_openai)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="switchboard agent", description="The agent: transcripts in, reply sentences out.").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="switchboard agent", description="The agent: transcripts in, reply sentences out."
+    ).parse_args(argv)
     settings = AgentSettings()
     logs.setup("agent", settings.log_level)
     serve(settings, AgentProcessor(create_engine(settings), ChangelogStore(settings)))

@@ -11,12 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
-from switchboard.records import DialogState
 from processors.agent.engine import ENDED
+from switchboard.records import DialogState
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
+NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    )
+}
 
 INTENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("human", re.compile(r"\b(human|person|someone|somebody|operator|receptionist|agent|representative|staff)\b")),
@@ -28,7 +32,11 @@ INTENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 YES = re.compile(r"\b(yes|yeah|yep|sure|correct|right|please do|go ahead|ok(ay)?|perfect|great)\b")
 NO = re.compile(r"\b(no|nope|not|don'?t|wrong)\b")
-TIME = re.compile(r"\b(\d{1,2}|" + "|".join(NUMBER_WORDS) + r")(?:[:.](\d{2}))?\s*(a\.?\s?m\.?|p\.?\s?m\.?|o'?clock|in the morning|in the afternoon|in the evening)?")
+TIME = re.compile(
+    r"\b(\d{1,2}|"
+    + "|".join(NUMBER_WORDS)
+    + r")(?:[:.](\d{2}))?\s*(a\.?\s?m\.?|p\.?\s?m\.?|o'?clock|in the morning|in the afternoon|in the evening)?"
+)
 
 
 def intent_of(text: str) -> str | None:
@@ -94,9 +102,11 @@ class ClinicPolicy:
         new_intent = intent_of(text)
         if new_intent == "human":
             return self._handoff(state)
-        if stage in ("ask_day", "ask_time", "confirm") and new_intent in ("cancel", "reschedule", "book", "hours"):
-            if new_intent != state.intent and not (stage == "confirm" and YES.search(text.lower())):
-                stage = "await_intent"
+        switching = new_intent in ("cancel", "reschedule", "book", "hours") and new_intent != state.intent
+        if stage in ("ask_day", "ask_time", "confirm") and switching and not (
+            stage == "confirm" and YES.search(text.lower())
+        ):
+            stage = "await_intent"
         if stage == "ask_day":
             return self._collect(state, text)
         if stage == "ask_time":
@@ -109,8 +119,10 @@ class ClinicPolicy:
         s.pop("fallbacks", None)
         state.intent = new_intent
         if new_intent == "hours":
-            return ["We are open Monday to Friday from 8 AM to 6 PM, and on Saturday from 9 AM to 1 PM.",
-                    "Is there anything else I can help you with?"]
+            return [
+                "We are open Monday to Friday from 8 AM to 6 PM, and on Saturday from 9 AM to 1 PM.",
+                "Is there anything else I can help you with?",
+            ]
         if new_intent == "goodbye":
             state.stage = ENDED
             s["outcome"] = s.get("outcome", "resolved" if s.get("done") else "abandoned")
@@ -127,8 +139,11 @@ class ClinicPolicy:
             s["time"] = t
         if "day" not in s:
             state.stage = "ask_day"
-            return ["Which day would suit you?" if state.intent != "cancel"
-                    else "Which day is the appointment you would like to cancel?"]
+            return [
+                "Which day would suit you?"
+                if state.intent != "cancel"
+                else "Which day is the appointment you would like to cancel?"
+            ]
         if state.intent != "cancel" and "time" not in s:
             state.stage = "ask_time"
             return [f"What time on {s['day']} works best for you?"]
@@ -163,8 +178,11 @@ class ClinicPolicy:
         state.slots["fallbacks"] = str(n)
         if n >= self.max_fallbacks:
             return self._handoff(state)
-        return ["Sorry, I didn't quite get that.",
-                "I can book, reschedule or cancel an appointment, or tell you our opening hours. What would you like to do?"]
+        return [
+            "Sorry, I didn't quite get that.",
+            "I can book, reschedule or cancel an appointment, or tell you our opening hours.",
+            "What would you like to do?",
+        ]
 
     def _handoff(self, state: DialogState) -> list[str]:
         state.intent = "human"

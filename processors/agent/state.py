@@ -39,12 +39,14 @@ class ChangelogStore:
             remaining = {tp for tp in tps if end[tp] > 0}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=200)
-                for tp, msgs in batch.items():
+                for msgs in batch.values():
                     for msg in msgs:
                         try:
                             state = codec.decode(DialogState, msg.value)
                         except codec.DecodeError:
-                            logger.warning("skipping undecodable changelog record", extra={"fields": {"offset": msg.offset}})
+                            logger.warning(
+                                "skipping undecodable changelog record", extra={"fields": {"offset": msg.offset}}
+                            )
                             continue
                         if state.ended:
                             states.pop(state.call_id, None)

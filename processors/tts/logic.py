@@ -6,12 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+from processors.resilience import Fallback, Usage
+from processors.tts.engine import TextToSpeech
+from processors.usage import PriceTable
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, array_to_pcm16
-from switchboard.records import AgentReply, AudioOut, AudioOutKind, EngineUsage, ReplyKind, Timings, now_us
+from switchboard.records import AgentReply, AudioOut, AudioOutKind, CallEvent, CallEventKind, ReplyKind, Timings, now_us
 from switchboard.runner import Incoming, Out
 from switchboard.topics import REPLIES, Topic
-from processors.tts.engine import TextToSpeech
 
 logger = logging.getLogger(__name__)
 
@@ -20,13 +22,17 @@ class Synthesizer:
     name = "tts"
     inputs: tuple[Topic, ...] = (REPLIES,)
 
-    def __init__(self, engine: TextToSpeech, chunk_ms: int = 200) -> None:
+    def __init__(self, engine: TextToSpeech, chunk_ms: int = 200, prices: PriceTable | None = None) -> None:
         self.engine = engine
+        self.prices = prices or PriceTable()
         self.chunk_samples = BUS_RATE * chunk_ms // 1000
         self.cancelled: dict[str, int] = {}  # call_id → replies up to this turn are cancelled
         self.next_seq: dict[tuple[str, int], int] = {}
 
     async def on_assigned(self, partitions: set[int]) -> None:
+        return None
+
+    def commit_floor(self, topic: Topic, partition: int) -> int | None:
         return None
 
     async def on_revoked(self, partitions: set[int]) -> None:
@@ -43,15 +49,23 @@ class Synthesizer:
             return
         if r.kind is ReplyKind.END:
             seq = self.next_seq.pop(key, 0)
-            yield Out(AudioOut(r.call_id, r.turn_seq, seq, AudioOutKind.END, now_us(), BUS_RATE, b"", r.end_call),
-                      msg.corr, partition=r.reply_partition)
+            yield Out(
+                AudioOut(r.call_id, r.turn_seq, seq, AudioOutKind.END, now_us(), BUS_RATE, b"", r.end_call),
+                msg.corr,
+                partition=r.reply_partition,
+            )
             if r.end_call:
                 self.cancelled.pop(r.call_id, None)
+                if hasattr(self.engine, "call_ended"):
+                    self.engine.call_ended(r.call_id)
             return
         started = now_us()
         timings = r.timings
         first = True
-        async for audio in self.engine.synthesize(r.text, r.voice):
+        # a call-aware engine (cloud voice with fallback) keeps a call on the offline voice after a failure
+        call_aware = getattr(self.engine, "synthesize_call", None)
+        speech = call_aware(r.call_id, r.text, r.voice) if call_aware else self.engine.synthesize(r.text, r.voice)
+        async for audio in speech:
             for i in range(0, len(audio), self.chunk_samples):
                 t: Timings | None = None
                 if first and timings is not None:
@@ -62,7 +76,35 @@ class Synthesizer:
                 seq = self.next_seq.get(key, 0)
                 self.next_seq[key] = seq + 1
                 pcm = array_to_pcm16(audio[i : i + self.chunk_samples])
-                yield Out(AudioOut(r.call_id, r.turn_seq, seq, AudioOutKind.AUDIO, now_us(), BUS_RATE, pcm, False, t),
-                          msg.corr, partition=r.reply_partition)
-        yield Out(EngineUsage(r.call_id, "tts", self.engine.name, now_us(), turn_seq=r.turn_seq,
-                              tts_characters=len(r.text)), msg.corr)
+                yield Out(
+                    AudioOut(r.call_id, r.turn_seq, seq, AudioOutKind.AUDIO, now_us(), BUS_RATE, pcm, False, t),
+                    msg.corr,
+                    partition=r.reply_partition,
+                )
+        journal = getattr(self.engine, "journal", None)
+        notes = (
+            journal.drain(r.call_id)
+            if journal is not None
+            else [Usage("tts", self.engine.name, tts_characters=len(r.text))]
+        )
+        for note in notes:
+            if isinstance(note, Usage):
+                yield Out(self.prices.record(r.call_id, replace(note, turn_seq=r.turn_seq)), msg.corr)
+            elif isinstance(note, Fallback):
+                yield Out(
+                    CallEvent(
+                        r.call_id,
+                        "",
+                        CallEventKind.ENGINE_FALLBACK,
+                        now_us(),
+                        "",
+                        "",
+                        "",
+                        "",
+                        r.reply_partition,
+                        turn_seq=r.turn_seq,
+                        reason=f"tts {note.from_engine} → {note.to_engine}: {note.reason}",
+                        attributes={"stage": "tts", "from": note.from_engine, "to": note.to_engine},
+                    ),
+                    msg.corr,
+                )

@@ -16,11 +16,17 @@ def create_engine(settings: TtsSettings) -> TextToSpeech:
         from processors.tts.piper import PiperEngine
 
         return PiperEngine(settings.piper_length_scale)
-    raise ValueError(f"unknown TTS engine {settings.tts_engine!r} (choose: piper)")
+    if settings.tts_engine == "azure":
+        from processors.tts.cloud import cloud_tts
+
+        return cloud_tts(settings)
+    raise ValueError(f"unknown TTS engine {settings.tts_engine!r} (choose: piper, azure)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="switchboard tts", description="Text-to-speech: reply sentences in, agent audio out.").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="switchboard tts", description="Text-to-speech: reply sentences in, agent audio out."
+    ).parse_args(argv)
     settings = TtsSettings()
     logs.setup("tts", settings.log_level)
     serve(settings, Synthesizer(create_engine(settings), settings.chunk_ms))

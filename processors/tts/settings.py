@@ -2,10 +2,32 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from switchboard.settings import ServiceSettings
+from processors.azure_speech import AzureSpeechSettings
+from processors.tts.phrase_cache import DEFAULT_PHRASES
 
 
-class TtsSettings(ServiceSettings):
-    tts_engine: str = Field("piper", description="text-to-speech engine: piper")
+class TtsSettings(AzureSpeechSettings):
+    tts_engine: str = Field(
+        "piper",
+        description="text-to-speech engine: piper (offline) or azure (Azure Speech, with piper as its fallback)",
+    )
     chunk_ms: int = Field(200, ge=20, description="agent audio per audio.out record")
     piper_length_scale: float = Field(1.0, gt=0, description="Piper speaking rate (lower is faster)")
+    azure_tts_voice: str = Field(
+        "en-US-AvaMultilingualNeural",
+        description="default Azure neural voice (a call may ask for another: voice azure:NAME)",
+    )
+    tts_first_audio_s: float = Field(
+        1.0,
+        gt=0,
+        description="deadline for a sentence's first audio from the cloud "
+        "voice (alert threshold: TTS > 1 s); past it the call falls back",
+    )
+    tts_next_audio_s: float = Field(2.0, gt=0, description="deadline between audio chunks of a sentence")
+    tts_breaker_failures: int = Field(3, ge=1, description="failed sentences in a row that open the breaker")
+    tts_breaker_reset_s: float = Field(30.0, gt=0, description="seconds the breaker stays open before a trial call")
+    phrases: list[str] = Field(
+        list(DEFAULT_PHRASES),
+        description="phrases synthesised once per voice and reused (greeting, fallbacks, goodbye); JSON list",
+    )
+    fallback_phrase: str = Field("Sorry, give me a moment.", description="said when the cloud voice fails mid-call")

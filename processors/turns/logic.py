@@ -1,8 +1,15 @@
 """Turn-taking per call: speech onset, end of turn, barge-in.
 
-Inputs: ``audio.in`` (caller frames) and ``calls`` (to know the reply partition
-and whether the agent is speaking). Outputs: ``turns`` events, the turn's audio
-on ``speech`` for STT, and ``playback`` clear commands on barge-in.
+Inputs: ``audio.in`` (caller frames; each says which reply partition the
+caller's ingress node reads and which agent reply it is playing right now) and
+``calls`` (call start/end). Outputs: ``turns`` events, the turn's audio on
+``speech`` for STT, ``playback`` clear commands on barge-in, and a
+``call_ended`` (reason ``ingress_lost``) for calls whose audio stopped without
+an end, as when an ingress node dies.
+
+A turn's ID is the call's frame number at speech onset, so it is the same
+whichever worker detects it: after a rebalance the new owner replays from the
+open turn's first frame (``commit_floor``) and reaches the same IDs.
 """
 
 from __future__ import annotations
@@ -10,10 +17,12 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from processors.turns.settings import TurnsSettings
+from processors.turns.vad import VoiceActivity
 from switchboard import metrics
 from switchboard.audio import pcm16_to_array
 from switchboard.bus import Correlation
@@ -31,30 +40,36 @@ from switchboard.records import (
 )
 from switchboard.runner import Incoming, Out
 from switchboard.topics import AUDIO_IN, CALLS, Topic
-from processors.turns.settings import TurnsSettings
-from processors.turns.vad import VoiceActivity
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
+class _Frame:
+    frame: AudioFrame
+    offset: int
+    voiced: bool
+
+
+@dataclass(slots=True)
 class _Call:
     vad: VoiceActivity
-    reply_partition: int = 0
+    partition: int
     language: str = "en-US"
-    agent_speaking: bool = False
-    playing_turn: int = 0
+    started: CallEvent | None = None
     turn_seq: int = 0
     in_speech: bool = False
     onset_run: int = 0  # consecutive voiced frames before onset
-    voiced_frames: int = 0  # in the current turn
+    voiced_ms: int = 0  # in the current turn
     silence_ms: int = 0
     turn_ms: int = 0
     speech_start_us: int = 0
     last_voiced_us: int = 0
+    last_frame_us: int = 0
     chunk_seq: int = 0
     barged: bool = False
-    preroll: deque[tuple[AudioFrame, bool]] = field(default_factory=deque)
+    floor: int = 0  # first audio.in offset this call still needs
+    preroll: deque[_Frame] = field(default_factory=deque)
 
 
 class TurnDetector:
@@ -65,109 +80,161 @@ class TurnDetector:
         self.s = settings
         self.vad_factory = vad_factory
         self.calls: dict[str, _Call] = {}
+        self._last_sweep_us = 0
 
     async def on_assigned(self, partitions: set[int]) -> None:
         return None
 
     async def on_revoked(self, partitions: set[int]) -> None:
-        # turn state is short-lived; calls on revoked partitions restart detection elsewhere
-        self.calls.clear()
+        self.calls = {k: c for k, c in self.calls.items() if c.partition not in partitions}
 
-    def _call(self, call_id: str) -> _Call:
+    def commit_floor(self, topic: Topic, partition: int) -> int | None:
+        if topic is not AUDIO_IN:
+            return None
+        floors = [c.floor for c in self.calls.values() if c.partition == partition]
+        return min(floors) if floors else None
+
+    def _call(self, call_id: str, partition: int) -> _Call:
         if call_id not in self.calls:
-            self.calls[call_id] = _Call(vad=self.vad_factory())
+            self.calls[call_id] = _Call(vad=self.vad_factory(), partition=partition)
         return self.calls[call_id]
 
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
         record = msg.record
         if isinstance(record, CallEvent):
-            self._call_event(record)
+            if record.kind is CallEventKind.CALL_ENDED:
+                self.calls.pop(record.call_id, None)
+            elif record.kind is CallEventKind.CALL_STARTED:
+                c = self._call(record.call_id, msg.partition)
+                c.started, c.language = record, record.language
             return
         if isinstance(record, AudioFrame):
-            for out in self._frame(record, msg.corr):
+            for out in self._frame(record, msg.offset, msg.partition, msg.corr):
+                yield out
+            for out in self._sweep(record.ts_us):
                 yield out
 
-    def _call_event(self, ev: CallEvent) -> None:
-        if ev.kind is CallEventKind.CALL_ENDED:
-            self.calls.pop(ev.call_id, None)
-            return
-        c = self._call(ev.call_id)
-        if ev.kind is CallEventKind.CALL_STARTED:
-            c.reply_partition, c.language = ev.reply_partition, ev.language
-        elif ev.kind is CallEventKind.PLAYBACK_STARTED:
-            c.agent_speaking, c.playing_turn = True, ev.turn_seq or 0
-        elif ev.kind in (CallEventKind.PLAYBACK_FINISHED, CallEventKind.PLAYBACK_CLEARED):
-            if ev.turn_seq is None or ev.turn_seq >= c.playing_turn:
-                c.agent_speaking = False
+    def _sweep(self, now: int) -> list[Out]:
+        """Calls whose audio stopped with no call_ended: their ingress node is gone."""
+        if now - self._last_sweep_us < 1_000_000:
+            return []
+        self._last_sweep_us = now
+        limit = now - self.s.call_idle_timeout_ms * 1000
+        outs = []
+        for call_id, c in list(self.calls.items()):
+            if c.last_frame_us and c.last_frame_us < limit:
+                del self.calls[call_id]
+                if c.started is not None:
+                    logger.warning("call lost its ingress", extra={"fields": {"call_id": call_id}})
+                    ended = replace(c.started, kind=CallEventKind.CALL_ENDED, ts_us=now_us(), reason="ingress_lost")
+                    outs.append(
+                        Out(
+                            ended,
+                            Correlation(call_id=call_id, session_id=c.started.session_id, agent_id=c.started.agent_id),
+                        )
+                    )
+        return outs
 
     def _chunk(self, c: _Call, frame: AudioFrame, corr: Correlation) -> Out:
-        chunk = SpeechChunk(frame.call_id, c.turn_seq, c.chunk_seq, now_us(), frame.sample_rate, frame.pcm, False, c.language)
+        chunk = SpeechChunk(
+            frame.call_id, c.turn_seq, c.chunk_seq, now_us(), frame.sample_rate, frame.pcm, False, c.language
+        )
         c.chunk_seq += 1
         return Out(chunk, corr)
 
-    def _frame(self, frame: AudioFrame, in_corr: Correlation) -> list[Out]:
-        c = self._call(frame.call_id)
+    def _frame(self, frame: AudioFrame, offset: int, partition: int, in_corr: Correlation) -> list[Out]:
+        c = self._call(frame.call_id, partition)
+        c.last_frame_us = frame.ts_us
         samples = pcm16_to_array(frame.pcm)
         frame_ms = len(samples) * 1000 // frame.sample_rate
-        voiced = c.vad.is_speech(samples, frame.sample_rate) if frame_ms == c.vad.frame_ms else _split_vad(
-            c.vad, samples, frame.sample_rate
-        )
+        if frame_ms == c.vad.frame_ms:
+            voiced = c.vad.is_speech(samples, frame.sample_rate)
+        else:
+            voiced = _split_vad(c.vad, samples, frame.sample_rate)
         outs: list[Out] = []
         if not c.in_speech:
-            c.preroll.append((frame, voiced))
+            c.preroll.append(_Frame(frame, offset, voiced))
             while len(c.preroll) * frame_ms > max(self.s.preroll_ms, self.s.speech_start_ms):
                 c.preroll.popleft()
+            c.floor = c.preroll[0].offset
             c.onset_run = c.onset_run + 1 if voiced else 0
             if c.onset_run * frame_ms < self.s.speech_start_ms:
                 return outs
-            # speech onset: a new caller turn
-            c.turn_seq += 1
+            first_voiced = c.preroll[-c.onset_run].frame
+            c.turn_seq = first_voiced.seq + 1  # 0 is the greeting
             c.in_speech, c.silence_ms, c.chunk_seq, c.barged = True, 0, 0, False
-            c.voiced_frames, c.turn_ms = c.onset_run, len(c.preroll) * frame_ms
-            first_voiced = c.preroll[-c.onset_run][0]
+            c.voiced_ms, c.turn_ms = c.onset_run * frame_ms, len(c.preroll) * frame_ms
             c.speech_start_us, c.last_voiced_us = first_voiced.ts_us, frame.ts_us
             corr = in_corr.child(c.turn_seq)
             metrics.TURNS.inc()
-            outs.append(Out(TurnEvent(frame.call_id, c.turn_seq, TurnEventKind.SPEECH_STARTED, now_us(), c.speech_start_us), corr))
-            outs.extend(self._chunk(c, f, corr) for f, _ in c.preroll)
+            outs.append(
+                Out(
+                    TurnEvent(frame.call_id, c.turn_seq, TurnEventKind.SPEECH_STARTED, now_us(), c.speech_start_us),
+                    corr,
+                )
+            )
+            outs.extend(self._chunk(c, f.frame, corr) for f in c.preroll)
             c.preroll.clear()
         else:
             corr = in_corr.child(c.turn_seq)
             outs.append(self._chunk(c, frame, corr))
             c.turn_ms += frame_ms
             if voiced:
-                c.voiced_frames += 1
+                c.voiced_ms += frame_ms
                 c.silence_ms = 0
                 c.last_voiced_us = frame.ts_us
             else:
                 c.silence_ms += frame_ms
-        if c.agent_speaking and not c.barged and c.voiced_frames * frame_ms >= self.s.barge_in_ms:
-            outs.extend(self._barge_in(c, frame.call_id, corr))
+        if frame.agent_turn_seq is not None and not c.barged and c.voiced_ms >= self.s.barge_in_ms:
+            outs.extend(self._barge_in(c, frame, corr))
         if c.silence_ms >= self.s.end_of_turn_ms or c.turn_ms >= self.s.max_turn_ms:
             outs.extend(self._end_of_turn(c, frame, corr))
+            c.floor = offset + 1
         return outs
 
-    def _barge_in(self, c: _Call, call_id: str, corr: Correlation) -> list[Out]:
-        c.barged, c.agent_speaking = True, False
+    def _barge_in(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:
+        c.barged = True
         metrics.BARGE_INS.inc()
-        through = c.turn_seq - 1  # every reply to an earlier caller turn
-        logger.info("barge-in", extra={"fields": {"cancelled_turn": c.playing_turn}})
+        logger.info("barge-in", extra={"fields": {"cancelled_turn": frame.agent_turn_seq}})
         return [
-            Out(TurnEvent(call_id, c.turn_seq, TurnEventKind.BARGE_IN, now_us(), c.speech_start_us,
-                          cancelled_turn_seq=c.playing_turn), corr),
-            Out(PlaybackCommand(call_id, PlaybackKind.CLEAR, through, now_us(), c.speech_start_us), corr,
-                partition=c.reply_partition),
+            Out(
+                TurnEvent(
+                    frame.call_id,
+                    c.turn_seq,
+                    TurnEventKind.BARGE_IN,
+                    now_us(),
+                    c.speech_start_us,
+                    cancelled_turn_seq=frame.agent_turn_seq,
+                ),
+                corr,
+            ),
+            # every reply to an earlier caller turn goes: the one playing and any queued behind it
+            Out(
+                PlaybackCommand(frame.call_id, PlaybackKind.CLEAR, c.turn_seq - 1, now_us(), c.speech_start_us),
+                corr,
+                partition=frame.reply_partition,
+            ),
         ]
 
     def _end_of_turn(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:
         c.in_speech, c.onset_run = False, 0
         detected = now_us()
         timings = Timings(speech_start_us=c.speech_start_us, speech_end_us=c.last_voiced_us, turn_detected_us=detected)
-        final = SpeechChunk(frame.call_id, c.turn_seq, c.chunk_seq, detected, frame.sample_rate, b"", True, c.language,
-                            timings)
+        final = SpeechChunk(
+            frame.call_id, c.turn_seq, c.chunk_seq, detected, frame.sample_rate, b"", True, c.language, timings
+        )
         return [
-            Out(TurnEvent(frame.call_id, c.turn_seq, TurnEventKind.END_OF_TURN, detected, c.speech_start_us,
-                          speech_end_us=c.last_voiced_us), corr),
+            Out(
+                TurnEvent(
+                    frame.call_id,
+                    c.turn_seq,
+                    TurnEventKind.END_OF_TURN,
+                    detected,
+                    c.speech_start_us,
+                    speech_end_us=c.last_voiced_us,
+                ),
+                corr,
+            ),
             Out(final, corr),
         ]
 

@@ -12,7 +12,9 @@ from switchboard.runner import serve
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="switchboard turns", description="Turn-taking: voice activity, end of turn, barge-in.").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="switchboard turns", description="Turn-taking: voice activity, end of turn, barge-in."
+    ).parse_args(argv)
     settings = TurnsSettings()
     logs.setup("turns", settings.log_level)
     serve(settings, TurnDetector(settings, lambda: vad.create(settings.vad_engine, settings.vad_aggressiveness)))

@@ -13,3 +13,6 @@ class TurnsSettings(ServiceSettings):
     barge_in_ms: int = Field(200, description="voiced audio while the agent speaks that interrupts it")
     preroll_ms: int = Field(300, description="audio kept from before speech onset and sent to STT")
     max_turn_ms: int = Field(30_000, description="a turn longer than this is cut and sent to STT")
+    call_idle_timeout_ms: int = Field(
+        15_000, description="a call with no audio for this long and no call_ended is ended as ingress_lost"
+    )

@@ -1,0 +1,80 @@
+"""Audio of common phrases (greeting, fallbacks, goodbye), synthesised once per engine and voice, then reused.
+
+The fallback utterance must play the instant an engine fails, so it is
+synthesised ahead (``warm``); other listed phrases are cached the first time
+they are spoken. Only listed phrases are cached: replies that carry callers'
+details never are.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Iterable
+
+import numpy as np
+from prometheus_client import Counter
+
+from processors.tts.engine import TextToSpeech
+
+logger = logging.getLogger(__name__)
+
+CACHE_LOOKUPS = Counter("switchboard_tts_phrase_cache_total", "phrase cache lookups", ["result"])
+
+DEFAULT_PHRASES = (
+    "Sorry, give me a moment.",
+    "Thank you for calling Riverside Clinic.",
+    "How can I help you today?",
+    "Is there anything else I can help you with?",
+    "Goodbye!",
+    "Let me put you through to one of our staff.",
+    "Please hold.",
+    "Sorry, I didn't quite get that.",
+)
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+class PhraseCache:
+    def __init__(self, phrases: Iterable[str] = DEFAULT_PHRASES) -> None:
+        self.phrases = {normalise(p): p for p in phrases}
+        self.audio: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def cacheable(self, text: str) -> bool:
+        return normalise(text) in self.phrases
+
+    def get(self, engine: str, voice: str | None, text: str) -> np.ndarray | None:
+        hit = self.audio.get((engine, voice or "", normalise(text)))
+        if self.cacheable(text):
+            CACHE_LOOKUPS.labels("hit" if hit is not None else "miss").inc()
+        return hit
+
+    def put(self, engine: str, voice: str | None, text: str, audio: np.ndarray) -> None:
+        if self.cacheable(text) and len(audio):
+            self.audio[(engine, voice or "", normalise(text))] = audio
+
+    async def speak(self, engine: TextToSpeech, voice: str | None, text: str) -> AsyncIterator[np.ndarray]:
+        """``text`` in ``engine``'s ``voice``: from the cache when there, else synthesised (and kept if listed)."""
+        cached = self.get(engine.name, voice, text)
+        if cached is not None:
+            yield cached
+            return
+        parts: list[np.ndarray] = []
+        async for audio in engine.synthesize(text, voice):
+            parts.append(audio)
+            yield audio
+        if parts:
+            self.put(engine.name, voice, text, np.concatenate(parts))
+
+    async def warm(self, engine: TextToSpeech, voice: str | None, phrases: Iterable[str] | None = None) -> int:
+        """Synthesise the phrases not cached yet for this engine and voice; returns how many were added."""
+        added = 0
+        for phrase in phrases if phrases is not None else self.phrases.values():
+            if self.get(engine.name, voice, phrase) is None:
+                async for _ in self.speak(engine, voice, phrase):
+                    pass
+                added += 1
+        logger.info("phrase cache warmed", extra={"fields": {"engine": engine.name, "voice": voice, "added": added}})
+        return added
