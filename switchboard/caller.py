@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import time
@@ -110,7 +111,6 @@ class TwilioCaller:
         self._seq = 0
         self._last_media = 0.0
         self._reply_audio: list[np.ndarray] = []
-        self._mark_event = asyncio.Event()
         self._first_media_after: float | None = None
         self._speech_end: float | None = None
 
@@ -134,7 +134,6 @@ class TwilioCaller:
                     self.result.marks.append(name)
                     self._flush_reply()
                     await self._ws.send(self._msg("mark", mark={"name": name}))  # Twilio echoes played marks
-                    self._mark_event.set()
                 elif ev == "clear":
                     self.result.clears += 1
                     self._flush_reply()
@@ -161,18 +160,29 @@ class TwilioCaller:
                 "timestamp": str(int(i / 8)),
                 "payload": base64.b64encode(payload[i : i + FRAME]).decode(),
             }
-            await self._ws.send(self._msg("media", media=media))
+            try:
+                await self._ws.send(self._msg("media", media=media))
+            except websockets.ConnectionClosed:
+                return clock  # the agent hung up; the receiver records how
             clock += 0.02
         return clock
 
-    async def _wait_reply(self, clock: float, timeout_s: float, quiet_s: float = 0.6) -> float:
-        """Keep the line open (silence) until a reply has been heard and has ended, or timeout."""
+    async def _wait_reply(self, clock: float, timeout_s: float, greeting: bool, quiet_s: float = 0.6) -> float:
+        """Keep the line open (silence) until a reply has been heard and has ended, or timeout.
+
+        The greeting's end is its ``reply-0`` mark; an answer's is any later mark of another reply.
+        """
         silence = np.zeros(FRAME * 5, dtype=np.int16)  # 100 ms
         deadline = time.monotonic() + timeout_s
-        self._mark_event.clear()
+        seen = len(self.result.marks)
+
+        def done() -> bool:
+            new = self.result.marks[seen:] if not greeting else self.result.marks
+            return any((m == "reply-0") == greeting for m in new)
+
         while time.monotonic() < deadline and self.result.close_code is None:
             clock = await self._send_audio(silence, clock)
-            if self._mark_event.is_set() and time.monotonic() - self._last_media > quiet_s:
+            if done() and time.monotonic() - self._last_media > quiet_s:
                 break
         return clock
 
@@ -198,18 +208,20 @@ class TwilioCaller:
                 await ws.send(self._msg("start", start=start))
                 clock = time.monotonic()
                 if wait_greeting:
-                    clock = await self._wait_reply(clock, timeout_s)
+                    clock = await self._wait_reply(clock, timeout_s, greeting=True)
                 for u in utterances:
                     self._first_media_after, self._speech_end = None, None
                     clock = await self._send_audio(down.process(u.samples), clock)
                     self._speech_end = clock
-                    clock = await self._wait_reply(clock, timeout_s)
+                    clock = await self._wait_reply(clock, timeout_s, greeting=False)
                     first = self._first_media_after
                     self.result.heard_after_speech_s.append(first - self._speech_end if first else None)
                 await asyncio.sleep(0.5)  # let the last latency record arrive
                 if hang_up and self.result.close_code is None:
-                    await ws.send(self._msg("stop", stop={"accountSid": start["accountSid"], "callSid": self.call_id}))
-                    await ws.close()
+                    with contextlib.suppress(websockets.ConnectionClosed):
+                        stop = {"accountSid": start["accountSid"], "callSid": self.call_id}
+                        await ws.send(self._msg("stop", stop=stop))
+                        await ws.close()
                 await asyncio.wait_for(receiver, 5)
                 self._flush_reply()
         finally:

@@ -135,16 +135,20 @@ class Runner:
             while not self._stopping.is_set():
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
                 now_ms = time.time() * 1000
+                # Outputs of the whole batch are in flight together; offsets are committed
+                # once all of them are acknowledged (waiting per record would cap
+                # throughput at one broker round trip per input record).
+                in_flight: list[asyncio.Future[Any]] = []
                 for tp, msgs in batch.items():
                     topic = by_name[tp.topic]
                     hop = metrics.BUS_HOP.labels(self.processor.name, topic.name)
                     for msg in msgs:
                         hop.observe(max(0.0, now_ms - msg.timestamp) / 1000)
                         metrics.RECORDS_CONSUMED.labels(self.processor.name, topic.name).inc()
-                        futures = await self._handle(msg, topic)
-                        if futures:
-                            await asyncio.gather(*futures)
+                        in_flight += await self._handle(msg, topic)
                         self._pending[tp] = msg.offset + 1
+                if in_flight:
+                    await asyncio.gather(*in_flight)
                 await self.commit_pending()
         finally:
             try:
