@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import re
@@ -66,7 +67,9 @@ class Stack:
                 raise RuntimeError(f"port {self.broker_port} is taken: set SWITCHBOARD_KAFKA_BOOTSTRAP or free it")
             self.broker = EmbeddedBroker(self.broker_port, log_path=self.run_dir / "logs" / "tansu.log").start()
         settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
-        asyncio.run(create_topics(settings))
+        # also callable from async code (tests): run the admin client on its own loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, create_topics(settings)).result()
         for service in SERVICES:
             if self.only and service.name not in self.only:
                 continue
