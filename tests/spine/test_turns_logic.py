@@ -88,3 +88,20 @@ async def test_an_open_turn_holds_the_commit_floor_at_its_first_frame(detector, 
     await _run(detector, _frames(np.concatenate([silence, speech[:16000]])))
     floor = detector.commit_floor(AUDIO_IN, 0)
     assert floor is not None and 30 <= floor <= 50  # within the pre-roll before onset
+
+
+async def test_a_call_whose_audio_stops_without_an_end_is_ended_as_ingress_lost(detector):
+    from switchboard.records import CallEvent, CallEventKind
+    from switchboard.topics import CALLS
+
+    started = CallEvent("CA1", "MZ1", CallEventKind.CALL_STARTED, 1, "twilio", "clinic", "en-US", "node-0", 3)
+    [o async for o in detector.handle(Incoming(started, Correlation(call_id="CA1"), CALLS, 0, 0, 0))]
+    silence = np.zeros(FRAME * 5, dtype=np.int16)
+    await _run(detector, _frames(silence))  # CA1 speaks, then its ingress node dies
+    later = 1_000_000 + 20_000_000  # 20 s on, another call's audio still flows on this worker
+    other = AudioFrame("CA2", 0, later, 16000, array_to_pcm16(silence[:FRAME]), 3)
+    outs = [o async for o in detector.handle(Incoming(other, Correlation(call_id="CA2"), AUDIO_IN, 0, 99, 0))]
+    ended = [o.record for o in outs if isinstance(o.record, CallEvent)]
+    assert len(ended) == 1 and ended[0].call_id == "CA1"
+    assert ended[0].kind is CallEventKind.CALL_ENDED and ended[0].reason == "ingress_lost"
+    assert "CA1" not in detector.calls and "CA2" in detector.calls
