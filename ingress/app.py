@@ -9,6 +9,9 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingress import softphone
+from ingress.acs import handler as acs
+from ingress.jsonapi import routes as jsonapi
 from ingress.runtime import IngressRuntime
 from ingress.settings import IngressSettings
 from ingress.twilio import handler as twilio
@@ -58,5 +61,10 @@ def create_app(settings: IngressSettings) -> FastAPI:
     async def twilio_media(ws: WebSocket) -> None:
         await twilio.handle(ws, runtime)
 
+    @app.websocket("/acs/media")
+    async def acs_media(ws: WebSocket) -> None:
+        await acs.handle(ws, runtime)
 
+    app.include_router(jsonapi.router(runtime))
+    app.include_router(softphone.router)
     return app

@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
 from switchboard import codec, metrics
@@ -61,9 +62,29 @@ def topic_name(settings: ServiceSettings, topic: Topic) -> str:
     return f"{settings.topic_prefix}{topic.name}"
 
 
+def security_options(settings: ServiceSettings) -> dict[str, Any]:
+    """TLS and SASL options for every Kafka client (Strimzi: SCRAM-SHA-512 over TLS per KafkaUser)."""
+    opts: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        opts |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        }
+    return opts
+
+
 def make_producer(settings: ServiceSettings) -> AIOKafkaProducer:
     # linger 0: a 20 ms audio frame must not wait for company
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0, acks=1, enable_idempotence=False)
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        linger_ms=0,
+        acks=1,
+        enable_idempotence=False,
+        **security_options(settings),
+    )
 
 
 def consumer_options(settings: ServiceSettings) -> dict[str, Any]:
@@ -76,6 +97,7 @@ def consumer_options(settings: ServiceSettings) -> dict[str, Any]:
         "heartbeat_interval_ms": max(100, settings.session_timeout_ms // 6),
         "rebalance_timeout_ms": settings.rebalance_timeout_ms,
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        **security_options(settings),
     }
 
 
@@ -135,7 +157,7 @@ class Publisher:
 
 async def create_topics(settings: ServiceSettings, partitions: int | None = None, timeout_s: float = 30.0) -> list[str]:
     """Create every catalog topic that does not exist yet (idempotent). Returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security_options(settings))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         try:

@@ -137,11 +137,9 @@ class TwilioCaller:
                 elif ev == "clear":
                     self.result.clears += 1
                     self._flush_reply()
-        except websockets.ConnectionClosed as exc:
-            self.result.close_code, self.result.close_reason = (
-                exc.rcvd.code if exc.rcvd else None,
-                (exc.rcvd.reason if exc.rcvd else ""),
-            )
+        except websockets.ConnectionClosed:
+            pass  # an abnormal close; a clean one (1000) just ends the iteration
+        self.result.close_code, self.result.close_reason = self._ws.close_code, self._ws.close_reason or ""
 
     def _flush_reply(self) -> None:
         if self._reply_audio:

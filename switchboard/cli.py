@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AUDIO_DIR = ROOT.parent / "shared" / "audio"
 
 # Modules with a ``register(subparsers)`` adding more commands.
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("sinks.commands",)
 
 
 def _parse_scale(items: list[str]) -> dict[str, int]:

@@ -35,9 +35,26 @@ def run_demo(args: argparse.Namespace) -> int:
         stack.start(embedded=True)
         stack.wait_ready()
         print(f"ready. Logs: {stack.run_dir / 'logs'}\n", flush=True)
-        return asyncio.run(_calls(args, stack, port))
+        status = asyncio.run(_calls(args, stack, port))
     finally:
-        stack.stop()
+        stack.stop()  # the sink flushes its last batch as it stops
+    _report(args.out)
+    return status
+
+
+def _report(out: Path) -> None:
+    """What the analysts see: the calls just made, read back from the embedded ClickHouse."""
+    from sinks.report import open_reader, plot, run_reports
+    from sinks.settings import SinkSettings
+
+    reader = open_reader(SinkSettings())
+    try:
+        print("\n== switchboard report (from ClickHouse)")
+        print(run_reports(reader, ["recent_calls", "recent_turns", "recent_transcripts", "latency_percentiles"], 60))
+        for path in plot(reader, out):
+            print(f"chart: {path}")
+    finally:
+        reader.close()
 
 
 async def _calls(args: argparse.Namespace, stack: Stack, port: int) -> int:

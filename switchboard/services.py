@@ -38,6 +38,19 @@ SERVICES: tuple[Service, ...] = (
     Service("stt", "processors.stt.main", "processors.stt.settings:SttSettings", "speech-to-text"),
     Service("agent", "processors.agent.main", "processors.agent.settings:AgentSettings", "dialog policy / LLM"),
     Service("tts", "processors.tts.main", "processors.tts.settings:TtsSettings", "text-to-speech"),
+    Service(
+        "enrich",
+        "processors.enrich.main",
+        "processors.enrich.settings:EnrichSettings",
+        "post-call enrichment: summary, sentiment, intent, outcome",
+    ),
+    Service(
+        "sink",
+        "sinks.main",
+        "sinks.settings:SinkSettings",
+        # last: `switchboard up` stops services in this order, and the sink should see everything
+        "ClickHouse sink: calls, turns, transcripts, events, engine usage (redacted, exactly once)",
+    ),
 )
 
 BY_NAME = {s.name: s for s in SERVICES}

@@ -112,6 +112,9 @@ class AgentRouter:
         self.name = default
         self.journal = journal
 
+    def accepts(self, name: str) -> bool:
+        return name in self.agents
+
     def choose(self, state: DialogState) -> Agent:
         return self.agents.get(state.slots.get(ENGINE_SLOT, self.default), self.agents[self.default])
 

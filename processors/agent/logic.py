@@ -70,13 +70,14 @@ class AgentProcessor:
 
     async def on_revoked(self, partitions: set[int]) -> None:
         self.states.clear()
+        self.calls.clear()
 
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
         r = msg.record
         if isinstance(r, CallEvent):
             if r.kind is CallEventKind.CALL_STARTED and r.call_id not in self.states:
                 state = DialogState(r.call_id, "greeting", 0, 0, r.reply_partition, r.language, False, now_us())
-                state.slots.update(per_call_choices(r.attributes))
+                state.slots.update(self._choices(r.attributes))
                 self.states[r.call_id] = state
                 self.calls[r.call_id] = r
                 async for out in self._reply(state, 0, None, msg.corr.child(0), Timings()):
@@ -95,11 +96,26 @@ class AgentProcessor:
                 yield out
         elif isinstance(r, TurnEvent) and r.kind is TurnEventKind.BARGE_IN and r.cancelled_turn_seq is not None:
             state = self.states.get(r.call_id)
-            replying = self.replying.get(r.call_id)
-            if replying is not None and replying[0] <= r.cancelled_turn_seq:
-                replying[1].set()
+            self.interrupt(r.call_id, r.cancelled_turn_seq)
             if state is not None:
                 yield Out(self._record(state, r.cancelled_turn_seq, 0, ReplyKind.CANCEL, ""), msg.corr)
+
+    def interrupt(self, call_id: str, through_turn_seq: int) -> bool:
+        """Stop the reply being streamed for ``call_id`` if it answers a turn up to ``through_turn_seq``
+        (barge-in). Safe to call from outside ``handle``, e.g. by a runner reading ``turns`` alongside."""
+        replying = self.replying.get(call_id)
+        if replying is None or replying[0] > through_turn_seq:
+            return False
+        replying[1].set()
+        return True
+
+    def _choices(self, attributes: dict[str, str]) -> dict[str, str]:
+        """The call's requested engine (if this deployment has it) and voice."""
+        choices = per_call_choices(attributes)
+        accepts = getattr(self.engine, "accepts", None)
+        if "engine" in choices and not (accepts is not None and accepts(choices["engine"])):
+            logger.info("engine not available here", extra={"fields": {"engine": choices.pop("engine")}})
+        return choices
 
     def _record(
         self, state: DialogState, turn_seq: int, seq: int, kind: ReplyKind, text: str, timings: Timings | None = None
@@ -161,7 +177,8 @@ class AgentProcessor:
             t = None
             if seq == 0:
                 first = now_us()
-                metrics.STAGE_LATENCY.labels("agent", self.engine.name).observe((first - started) / 1e6)
+                engine = state.slots.get("engine", self.engine.name)
+                metrics.STAGE_LATENCY.labels("agent", engine).observe((first - started) / 1e6)
                 t = replace(timings, agent_started_us=started, agent_first_sentence_us=first)
             yield Out(self._record(state, turn_seq, seq, ReplyKind.SENTENCE, sentence, t), corr)
             seq += 1

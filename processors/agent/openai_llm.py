@@ -201,24 +201,26 @@ class OpenAIAgent:
             )
         )
         reported = False
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage[0] += chunk.usage.prompt_tokens
-                    usage[1] += chunk.usage.completion_tokens
-                    reported = True
-                if not chunk.choices:
-                    continue
-                delta = chunk.choices[0].delta
-                for tc in delta.tool_calls or ():
-                    call = calls.setdefault(tc.index, _ToolCall())
-                    call.id = tc.id or call.id
-                    if tc.function is not None:
-                        call.name = tc.function.name or call.name
-                        call.arguments += tc.function.arguments or ""
-                if delta.content:
-                    content.append(delta.content)
-                    yield delta.content
-        if not reported:  # endpoints that ignore stream_options: estimate
-            usage[0] += sum(approx_tokens(m) for m in messages)
-            usage[1] += approx_tokens({"content": "".join(content)})
+        try:
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage[0] += chunk.usage.prompt_tokens
+                        usage[1] += chunk.usage.completion_tokens
+                        reported = True
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    for tc in delta.tool_calls or ():
+                        call = calls.setdefault(tc.index, _ToolCall())
+                        call.id = tc.id or call.id
+                        if tc.function is not None:
+                            call.name = tc.function.name or call.name
+                            call.arguments += tc.function.arguments or ""
+                    if delta.content:
+                        content.append(delta.content)
+                        yield delta.content
+        finally:
+            if not reported:  # endpoints that ignore stream_options, or a stream cut short (barge-in): estimate
+                usage[0] += sum(approx_tokens(m) for m in messages)
+                usage[1] += approx_tokens({"content": "".join(content)})

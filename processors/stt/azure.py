@@ -9,6 +9,7 @@ language, the service identifies the language (at-start language ID).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any
 
@@ -52,7 +53,7 @@ class AzureSttStream:
         self.recognizer.recognizing.connect(self._on_recognizing)
         self.recognizer.recognized.connect(self._on_recognized)
         self.recognizer.canceled.connect(self._on_canceled)
-        self.recognizer.session_stopped.connect(lambda evt: self._loop.call_soon_threadsafe(self._stopped.set))
+        self.recognizer.session_stopped.connect(lambda evt: self._wake())
         self.recognizer.start_continuous_recognition_async()  # connects while the caller is still speaking
 
     # SDK callbacks run on the SDK's threads
@@ -77,10 +78,14 @@ class AzureSttStream:
         details = evt.cancellation_details
         if details.reason.name == "EndOfStream":
             return
-        message = (details.error_details or "").splitlines()[0][:200] if details.error_details else ""
+        message = next(iter((details.error_details or "").splitlines()), "")[:200]
         with self._lock:
             self._error = AzureSttError(f"{details.reason.name}: {message}")
-        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody waits any more
+            self._loop.call_soon_threadsafe(self._stopped.set)
 
     def _raise_if_failed(self) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ service produces it, before the whole sentence is synthesised. The voice is chos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 from xml.sax.saxutils import escape
@@ -44,14 +45,16 @@ class AzureTts:
     def _put(self, item: Any) -> None:  # called on the SDK's threads
         sink = self._sink
         if sink is not None:
-            sink[0].call_soon_threadsafe(sink[1].put_nowait, item)
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody waits any more
+                sink[0].call_soon_threadsafe(sink[1].put_nowait, item)
 
     def _on_audio(self, evt: Any) -> None:
         self._put(bytes(evt.result.audio_data))
 
     def _on_canceled(self, evt: Any) -> None:
         details = evt.result.cancellation_details
-        self._put(AzureTtsError(f"{details.reason.name}: {(details.error_details or '').splitlines()[0][:200]}"))
+        first_line = next(iter((details.error_details or "").splitlines()), "")[:200]
+        self._put(AzureTtsError(f"{details.reason.name}: {first_line}"))
 
     def ssml(self, text: str, voice: str | None) -> str:
         return (

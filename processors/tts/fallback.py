@@ -63,6 +63,7 @@ class ResilientTts:
         """Pre-synthesise the fallback utterance in the offline voice (it must play even when the cloud is down);
         optionally the common phrases in the default cloud voice too (otherwise each is cached on first use)."""
         await self.cache.warm(self.offline, None, [self.fallback_phrase])
+        self._warm = True
         if cloud_phrases:
             try:
                 await self.cache.warm(self.primary, self.default_voice)

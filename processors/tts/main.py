@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from processors.tts.engine import TextToSpeech
 from processors.tts.logic import Synthesizer
@@ -15,7 +16,17 @@ def create_engine(settings: TtsSettings) -> TextToSpeech:
     if settings.tts_engine == "piper":
         from processors.tts.piper import PiperEngine
 
-        return PiperEngine(settings.piper_length_scale)
+        piper = PiperEngine(settings.piper_length_scale)
+        if not settings.phrase_cache:
+            return piper
+        from processors.tts.phrase_cache import CachedTts, PhraseCache
+
+        cached = CachedTts(piper, PhraseCache([*settings.phrases, settings.fallback_phrase]))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # at start-up, before the service's loop: warm now, so the first call finds them
+            asyncio.run(cached.warm())
+        return cached
     if settings.tts_engine == "azure":
         from processors.tts.cloud import cloud_tts
 

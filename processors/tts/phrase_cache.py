@@ -78,3 +78,18 @@ class PhraseCache:
                 added += 1
         logger.info("phrase cache warmed", extra={"fields": {"engine": engine.name, "voice": voice, "added": added}})
         return added
+
+
+class CachedTts:
+    """An engine whose listed phrases are served from the cache (the offline voice of a cloud-agent deployment)."""
+
+    def __init__(self, engine: TextToSpeech, cache: PhraseCache) -> None:
+        self.engine = engine
+        self.cache = cache
+        self.name = engine.name
+
+    def synthesize(self, text: str, voice: str | None) -> AsyncIterator[np.ndarray]:
+        return self.cache.speak(self.engine, voice, text)
+
+    async def warm(self) -> int:
+        return await self.cache.warm(self.engine, None)

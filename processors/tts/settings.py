@@ -30,4 +30,6 @@ class TtsSettings(AzureSpeechSettings):
         list(DEFAULT_PHRASES),
         description="phrases synthesised once per voice and reused (greeting, fallbacks, goodbye); JSON list",
     )
+    phrase_cache: bool = Field(False, description="piper: serve the listed phrases from a cache warmed at start "
+                               "(with azure the cache is always on)")
     fallback_phrase: str = Field("Sorry, give me a moment.", description="said when the cloud voice fails mid-call")

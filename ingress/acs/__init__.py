@@ -1,0 +1,1 @@
+"""Azure Communication Services bidirectional media streaming (``WS /acs/media``)."""

@@ -1,0 +1,129 @@
+"""The ACS media streaming socket: wire events in, a call session, agent audio out."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from fastapi import WebSocket
+from starlette.websockets import WebSocketState
+
+from ingress.acs import serializer as wire
+from ingress.calls import CallInfo, CallSession
+from ingress.protocol import ProtocolError
+from ingress.runtime import IngressRuntime, Rejected
+from switchboard import metrics
+from switchboard.audio import BUS_RATE, Resampler, array_to_pcm16, pcm16_to_array
+from switchboard.logs import bind
+
+logger = logging.getLogger(__name__)
+CHANNEL = "acs"
+CONNECTION_HEADER = "x-ms-call-connection-id"
+CORRELATION_HEADER = "x-ms-call-correlation-id"
+
+
+class AcsSocket:
+    """CallerSocket for ACS: bus-rate PCM → ``AudioData`` at the call's rate; barge-in → ``StopAudio``."""
+
+    def __init__(self, ws: WebSocket, sample_rate: int) -> None:
+        self.ws = ws
+        self._out = Resampler(BUS_RATE, sample_rate)
+
+    async def _send(self, text: str) -> None:
+        if self.ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await self.ws.send_text(text)
+            except Exception:  # the call dropped mid-send; the read loop ends the call
+                logger.debug("send on a closing socket")
+
+    async def send_audio(self, frame: np.ndarray) -> None:
+        await self._send(wire.audio_data(array_to_pcm16(self._out.process(frame))))
+
+    async def send_mark(self, name: str) -> None:
+        """ACS has no marks: playback position is not echoed."""
+
+    async def send_clear(self) -> None:
+        await self._send(wire.stop_audio())
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code, reason)
+            except Exception:
+                logger.debug("close on a closed socket")
+
+
+def call_info(ws: WebSocket, meta: wire.AudioMetadata, rt: IngressRuntime) -> CallInfo:
+    """ACS correlation IDs → the call's identity: ``callConnectionId`` (header or query) else the subscription ID."""
+    q = ws.query_params
+    connection_id = ws.headers.get(CONNECTION_HEADER) or q.get("callConnectionId") or ""
+    attributes = {"subscription_id": meta.subscription_id, "sample_rate": str(meta.sample_rate)}
+    if connection_id:
+        attributes["call_connection_id"] = connection_id
+    if correlation_id := ws.headers.get(CORRELATION_HEADER) or q.get("correlationId"):
+        attributes["correlation_id"] = correlation_id
+    return CallInfo(
+        call_id=connection_id or meta.subscription_id,
+        session_id=meta.subscription_id or connection_id,
+        channel=CHANNEL,
+        agent_id=q.get("agent_id") or rt.settings.agent_id,
+        language=q.get("language") or rt.settings.language,
+        caller_number=q.get("caller_number"),
+        attributes=attributes,
+    )
+
+
+async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
+    await ws.accept()
+    session: CallSession | None = None
+    meta: wire.AudioMetadata | None = None
+    upsample: Resampler | None = None
+    reason = "socket_closed"
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                reason = "hangup"
+                break
+            data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
+            if len(data) > rt.settings.max_message_bytes:
+                raise ProtocolError(1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}",
+                                    "oversized")
+            event = wire.parse(data)
+            if isinstance(event, wire.AudioData):
+                if session is None or meta is None or upsample is None:
+                    raise ProtocolError(1008, "AudioData before AudioMetadata", "audio_before_metadata")
+                if event.silent:  # the caller is muted or silent: keep the timeline, send zeros
+                    n = len(event.pcm) // wire.BYTES_PER_SAMPLE or meta.frame_samples
+                    samples = np.zeros(n, dtype=np.int16)
+                else:
+                    samples = pcm16_to_array(event.pcm)
+                await session.caller_audio(upsample.process(samples))
+            elif isinstance(event, wire.AudioMetadata):
+                if session is not None:
+                    raise ProtocolError(1008, "second AudioMetadata on one stream", "duplicate_metadata")
+                meta = event
+                upsample = Resampler(meta.sample_rate, BUS_RATE)
+                info = call_info(ws, meta, rt)
+                if not info.call_id:
+                    raise ProtocolError(1008, "no callConnectionId and no subscriptionId", "malformed")
+                bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
+                session = await rt.open_call(info, AcsSocket(ws, meta.sample_rate))
+            elif isinstance(event, wire.DtmfData) and session is not None:
+                for digit in event.digits:
+                    await session.dtmf(digit)
+    except ProtocolError as exc:
+        metrics.BAD_INPUT.labels(CHANNEL, exc.metric_reason).inc()
+        logger.warning("closing socket on bad input", extra={"fields": {"reason": exc.reason, "code": exc.code}})
+        reason = f"protocol_error:{exc.metric_reason}"
+        await AcsSocket(ws, BUS_RATE).close(exc.code, exc.reason)
+    except Rejected as exc:
+        reason = "rejected"
+        await AcsSocket(ws, BUS_RATE).close(exc.code, exc.reason)
+    except Exception:  # a failure of ours (e.g. the bus): end this call cleanly, never the node
+        logger.exception("call failed")
+        reason = "internal_error"
+        await AcsSocket(ws, BUS_RATE).close(1011, "internal error")
+    finally:
+        if session is not None:
+            await rt.close_call(session, reason)

@@ -1,0 +1,140 @@
+"""ACS bidirectional media streaming wire format ⇄ typed events. Pure: no I/O, no sockets.
+
+Inbound: ``AudioMetadata`` (once, first), ``AudioData`` (base64 PCM16 mono at the
+metadata's rate, ``silent`` flag), ``DtmfData``. Outbound: ``AudioData`` and
+``StopAudio``. ACS SDKs serialise with camelCase or PascalCase keys, so inbound
+keys are matched case-insensitively; outbound messages use camelCase.
+https://learn.microsoft.com/azure/communication-services/how-tos/call-automation/audio-streaming-quickstart
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ingress.protocol import ProtocolError
+
+SAMPLE_RATES = (16_000, 24_000)
+BYTES_PER_SAMPLE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class AudioMetadata:
+    subscription_id: str
+    encoding: str
+    sample_rate: int
+    channels: int
+    length: int  # bytes of one AudioData packet (640 = 20 ms at 16 kHz)
+
+    @property
+    def frame_samples(self) -> int:
+        return self.length // BYTES_PER_SAMPLE if self.length > 0 else self.sample_rate // 50
+
+
+@dataclass(frozen=True, slots=True)
+class AudioData:
+    pcm: bytes  # PCM16 little-endian mono at the metadata's rate; empty when silent without data
+    silent: bool
+    timestamp: str
+    participant_raw_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfData:
+    digits: str
+    participant_raw_id: str
+
+
+AcsEvent = AudioMetadata | AudioData | DtmfData
+
+
+def _lower_keys(value: Any) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _body(msg: dict[str, Any], kind: str) -> dict[str, Any]:
+    body = msg.get(kind.lower())
+    if not isinstance(body, dict):
+        raise ProtocolError(1007, f"'{kind}' message without an '{kind[0].lower() + kind[1:]}' object", "malformed")
+    return _lower_keys(body)
+
+
+def parse(text: str | bytes) -> AcsEvent:
+    """One websocket message → a typed event. Raises ProtocolError on anything the stream cannot go on after."""
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(1007, f"invalid JSON: {getattr(exc, 'msg', exc)}", "invalid_json") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError(1007, "message is not a JSON object", "invalid_json")
+    msg = _lower_keys(raw)
+    kind = msg.get("kind")
+    if kind == "AudioData":
+        body = _body(msg, "AudioData")
+        silent = bool(body.get("silent", False))
+        data = body.get("data") or ""
+        if not isinstance(data, str):
+            raise ProtocolError(1007, "AudioData data is not a base64 string", "bad_base64")
+        try:
+            pcm = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProtocolError(1007, "AudioData data is not valid base64", "bad_base64") from exc
+        if len(pcm) % BYTES_PER_SAMPLE:
+            raise ProtocolError(1007, f"AudioData of {len(pcm)} bytes is not whole PCM16 samples", "bad_audio")
+        return AudioData(pcm, silent, str(body.get("timestamp", "")), str(body.get("participantrawid", "")))
+    if kind == "AudioMetadata":
+        body = _body(msg, "AudioMetadata")
+        try:
+            meta = AudioMetadata(
+                subscription_id=str(body.get("subscriptionid", "")),
+                encoding=str(body.get("encoding", "PCM")),
+                sample_rate=int(body.get("samplerate", 16_000)),
+                channels=int(body.get("channels", 1)),
+                length=int(body.get("length", 640)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(1007, f"AudioMetadata with a non-numeric field: {exc}", "malformed") from exc
+        check_format(meta)
+        return meta
+    if kind == "DtmfData":
+        body = _body(msg, "DtmfData")
+        return DtmfData(str(body.get("data", "")), str(body.get("participantrawid", "")))
+    raise ProtocolError(1003, f"unknown message kind {kind!r}: expected AudioMetadata, AudioData or DtmfData",
+                        "unknown_kind")
+
+
+def check_format(meta: AudioMetadata) -> None:
+    if meta.encoding.upper() != "PCM":
+        raise ProtocolError(1003, f"unsupported encoding {meta.encoding!r}: only PCM", "bad_format")
+    if meta.sample_rate not in SAMPLE_RATES:
+        raise ProtocolError(1003, f"unsupported sample rate {meta.sample_rate}: expected 16000 or 24000",
+                            "bad_sample_rate")
+    if meta.channels != 1:
+        raise ProtocolError(1003, f"unsupported channel count {meta.channels}: only mono", "bad_format")
+
+
+def audio_data(pcm: bytes) -> str:
+    """Agent audio to play into the call: PCM16 mono at the call's rate."""
+    return json.dumps({"kind": "AudioData", "audioData": {"data": base64.b64encode(pcm).decode()}, "stopAudio": None})
+
+
+def stop_audio() -> str:
+    """Barge-in: ACS drops the agent audio it has buffered."""
+    return json.dumps({"kind": "StopAudio", "audioData": None, "stopAudio": {}})
+
+
+def metadata_message(subscription_id: str, sample_rate: int = 16_000, length: int | None = None) -> str:
+    """The first message ACS sends (used by simulated callers and tests)."""
+    body = {"subscriptionId": subscription_id, "encoding": "PCM", "sampleRate": sample_rate, "channels": 1,
+            "length": length if length is not None else sample_rate // 50 * BYTES_PER_SAMPLE}
+    return json.dumps({"kind": "AudioMetadata", "audioMetadata": body})
+
+
+def audio_message(pcm: bytes, timestamp: str, participant_raw_id: str, silent: bool = False) -> str:
+    """An inbound AudioData message as ACS sends it (used by simulated callers and tests)."""
+    body = {"timestamp": timestamp, "participantRawID": participant_raw_id,
+            "data": base64.b64encode(pcm).decode(), "silent": silent}
+    return json.dumps({"kind": "AudioData", "audioData": body})

@@ -1,0 +1,28 @@
+"""Run the enrich processor: ``switchboard enrich`` / ``python -m processors.enrich.main``."""
+
+from __future__ import annotations
+
+import argparse
+
+from processors.enrich.logic import Enricher
+from processors.enrich.settings import EnrichSettings
+from sinks.redact import Redactor, install_log_redaction
+from switchboard import logs
+from switchboard.runner import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="switchboard enrich",
+        description="Post-call enrichment: summary, sentiment per caller turn and per call, intent, goal reached or "
+        "handed off, published to the summaries topic for the ClickHouse sink.",
+    ).parse_args(argv)
+    settings = EnrichSettings()
+    logs.setup("enrich", settings.log_level)
+    install_log_redaction(Redactor())
+    serve(settings, Enricher(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Run the ClickHouse sink: ``switchboard sink`` / ``python -m sinks.main``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from sinks.query_server import QueryServer
+from sinks.redact import install_log_redaction
+from sinks.settings import SinkSettings
+from sinks.sink import Sink
+from sinks.store import Store, is_chdb
+from switchboard import logs
+from switchboard.bus import wait_for_broker
+
+logger = logging.getLogger(__name__)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="switchboard sink",
+        description="Write every call, turn, transcript, event and engine usage to ClickHouse, redacted, exactly "
+        "once in effect. Settings: SWITCHBOARD_* environment variables (docs/analytics.md).",
+    )
+    p.add_argument("--dsn", help="override SWITCHBOARD_CLICKHOUSE_DSN")
+    return p
+
+
+async def run(settings: SinkSettings) -> None:
+    store = Store(settings.clickhouse_dsn, settings.clickhouse_database)
+    server: QueryServer | None = None
+    try:
+        store.ensure_schema(settings.retention_days, settings.transcript_retention_days)
+        if is_chdb(settings.clickhouse_dsn) and settings.query_port:
+            server = QueryServer(store, settings.query_host, settings.query_port).start()
+        await wait_for_broker(settings)
+        sink = Sink(settings, store)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, sink.stop)
+        await sink.run()
+    finally:
+        if server is not None:
+            server.stop()
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = SinkSettings()
+    if args.dsn:
+        settings = settings.model_copy(update={"clickhouse_dsn": args.dsn})
+    logs.setup("sink", settings.log_level)
+    install_log_redaction(settings.redactor())
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

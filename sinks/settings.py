@@ -1,0 +1,70 @@
+"""Settings of the ClickHouse sink (``switchboard sink``) and of ``switchboard report``.
+
+Every field is an environment variable ``SWITCHBOARD_<NAME>``; docs/analytics.md lists them with defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from sinks.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor
+from switchboard.settings import ServiceSettings
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DSN = "chdb://.switchboard/clickhouse"
+
+
+class SinkSettings(ServiceSettings):
+    clickhouse_dsn: str = Field(
+        DEFAULT_DSN,
+        description="ClickHouse: chdb:///abs/path or chdb://rel/path (embedded, in-process, relative to the "
+        "repository; one process owns a path) or http(s)://user:password@host:8123 (a ClickHouse server)",
+    )
+    clickhouse_database: str = Field("switchboard", description="database holding the analytics tables")
+    batch_max_rows: int = Field(50_000, ge=1, description="flush the buffer once it holds this many rows")
+    batch_max_seconds: float = Field(0.5, gt=0, description="flush the buffer at least this often (bounds freshness)")
+    insert_retry_seconds: float = Field(1.0, gt=0, description="wait between attempts when ClickHouse rejects a flush")
+    fetch_max_records: int = Field(10_000, ge=1, description="records taken from Kafka per poll")
+    sink_group_id: str = Field(
+        "switchboard-sink", description="consumer group of the sink (with a ClickHouse server, scale by adding members)"
+    )
+    retention_days: int = Field(395, ge=1, description="TTL of calls, turns, events and engine usage rows")
+    transcript_retention_days: int = Field(90, ge=1, description="TTL of transcript rows (the most sensitive table)")
+    query_host: str = Field("127.0.0.1", description="address of the sink's read-only SQL endpoint")
+    query_port: int = Field(
+        8124, ge=0, description="port of the read-only SQL endpoint through which `switchboard report` reads an "
+        "embedded chDB owned by the running sink (0 = off)"
+    )
+    redact: bool = Field(True, description="mask PII before it reaches ClickHouse or the logs (master switch)")
+    redact_cards: bool = Field(True, description="mask card numbers that pass the Luhn check → [CARD]")
+    redact_ssn: bool = Field(True, description="mask US social security numbers → [SSN]")
+    redact_phones: bool = Field(True, description="mask phone numbers → [PHONE]")
+    redact_emails: bool = Field(True, description="mask e-mail addresses, written or spoken → [EMAIL]")
+    redact_dob: bool = Field(True, description="mask dates of birth → [DOB]")
+    dob_min_years: int = Field(10, ge=0, description="a full date at least this many years ago counts as a birth date")
+    commit_delay_s: float = Field(
+        0.0, ge=0, description="fault injection for tests: pause between a successful insert and the offset commit, "
+        "widening the window in which a crash leaves rows written but not committed"
+    )
+    caller_hash_salt: str = Field("switchboard", description="salt of calls.caller_hash (set a secret in production)")
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _anchor_relative_chdb_path(cls, dsn: str) -> str:
+        # chdb://rel/path would otherwise read as host "rel"; anchor it at the repository, not the cwd,
+        # so the sink and `switchboard report` find the same directory from anywhere.
+        rest = dsn.removeprefix("chdb://")
+        if dsn.startswith("chdb://") and rest and not rest.startswith(("/", "memory", ":memory:")):
+            return f"chdb://{REPO / rest}"
+        return dsn
+
+    def redactor(self) -> Redactor:
+        chosen = {CARD: self.redact_cards, SSN: self.redact_ssn, PHONE: self.redact_phones, EMAIL: self.redact_emails,
+                  DOB: self.redact_dob}
+        kinds = frozenset(k for k in ALL_KINDS if self.redact and chosen[k])
+        return Redactor(kinds=kinds, dob_min_years=self.dob_min_years)
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{self.query_host}:{self.query_port}"

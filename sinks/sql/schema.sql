@@ -1,0 +1,167 @@
+-- Analytics tables of Switchboard. Applied at sink start-up, idempotently.
+-- {retention_days} and {transcript_retention_days} come from the sink's settings.
+-- Facts are ReplacingMergeTree tables whose sorting key holds the identity of the Kafka record
+-- they came from, so a batch redelivered after a crash or rebalance collapses into the rows
+-- already there. Read them with FINAL (the report queries do) or with the setting final=1.
+
+CREATE TABLE IF NOT EXISTS events
+(
+    ts              DateTime64(6, 'UTC')        COMMENT 'when it happened',
+    call_id         String                      COMMENT 'call identifier',
+    source          LowCardinality(String)      COMMENT 'topic it came from: calls | turns | replies | deadletter',
+    kind            LowCardinality(String)      COMMENT 'call_started, call_ended, playback_*, dtmf, engine_fallback, engine_error, speech_started, end_of_turn, barge_in, reply_cancelled, dead_letter',
+    turn_seq        Nullable(Int32)             COMMENT 'turn the event refers to',
+    session_id      String                      COMMENT 'media session (call events)',
+    agent_id        LowCardinality(String)      COMMENT 'agent persona (call events)',
+    channel         LowCardinality(String)      COMMENT 'twilio | acs | json | softphone (call events)',
+    language        LowCardinality(String)      COMMENT 'BCP-47 language (call events)',
+    ingress_node    LowCardinality(String)      COMMENT 'ingress node owning the socket (call events)',
+    caller          String                      COMMENT 'caller number masked to its last 4 digits (call_started)',
+    caller_hash     String                      COMMENT 'salted hash of the caller number (repeat callers)',
+    reason          String                      COMMENT 'detail: end reason, DTMF key (digits masked as # under redaction), error text (redacted)',
+    value_ms        Nullable(Float64)           COMMENT 'a duration carried by the event: barge-in reaction (playback_cleared), caller speech length (end_of_turn)',
+    attributes      Map(String, String)         COMMENT 'channel and engine extras (redacted)',
+    kafka_partition UInt16                      COMMENT 'source record partition (deduplication key)',
+    kafka_offset    UInt64                      COMMENT 'source record offset (deduplication key)',
+    inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'when the sink wrote the row'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (kind, call_id, ts, source, kafka_partition, kafka_offset)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+COMMENT 'call lifecycle, playback, DTMF, turn-taking, barge-ins, engine errors and fallbacks, dead letters';
+
+CREATE TABLE IF NOT EXISTS turns
+(
+    call_id                 String                          COMMENT 'call identifier',
+    turn_seq                Int32                           COMMENT 'reply number within the call (0 = greeting)',
+    ts                      DateTime64(6, 'UTC')            COMMENT 'when the latency was measured (first agent audio written)',
+    speech_start            Nullable(DateTime64(6, 'UTC'))  COMMENT 'first voiced caller frame, at ingress',
+    speech_end              Nullable(DateTime64(6, 'UTC'))  COMMENT 'end of speech: last voiced caller frame, at ingress',
+    turn_detected           Nullable(DateTime64(6, 'UTC'))  COMMENT 'turn processor decided the caller finished',
+    stt_started             Nullable(DateTime64(6, 'UTC'))  COMMENT 'STT started on the final audio',
+    stt_finished            Nullable(DateTime64(6, 'UTC'))  COMMENT 'final transcript ready',
+    agent_started           Nullable(DateTime64(6, 'UTC'))  COMMENT 'agent started on the transcript',
+    agent_first_sentence    Nullable(DateTime64(6, 'UTC'))  COMMENT 'first reply sentence ready',
+    tts_started             Nullable(DateTime64(6, 'UTC'))  COMMENT 'TTS started on the first sentence',
+    tts_first_audio         Nullable(DateTime64(6, 'UTC'))  COMMENT 'first synthesized audio ready',
+    egress_first_audio      Nullable(DateTime64(6, 'UTC'))  COMMENT 'first agent audio frame written to the socket',
+    response_ms             Nullable(Float64)               COMMENT 'response latency: end of speech → first agent audio written',
+    processing_ms           Nullable(Float64)               COMMENT 'processing latency: turn detected → first agent audio written',
+    turn_detection_ms       Nullable(Float64)               COMMENT 'end of speech → turn detected (end-of-turn silence + VAD)',
+    stt_ms                  Nullable(Float64)               COMMENT 'time inside the STT engine',
+    agent_ms                Nullable(Float64)               COMMENT 'time inside the agent engine to its first sentence',
+    tts_ms                  Nullable(Float64)               COMMENT 'time inside the TTS engine to first audio',
+    bus_overhead_ms         Nullable(Float64)               COMMENT 'bus overhead: processing latency not spent inside an engine',
+    kafka_partition         UInt16                          COMMENT 'source record partition',
+    kafka_offset            UInt64                          COMMENT 'source record offset',
+    inserted_at             DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'when the sink wrote the row'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (call_id, turn_seq)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+COMMENT 'one row per answered turn with every latency of the DESIGN.md vocabulary';
+
+CREATE TABLE IF NOT EXISTS transcripts
+(
+    ts              DateTime64(6, 'UTC')        COMMENT 'when the text was produced',
+    call_id         String                      COMMENT 'call identifier',
+    turn_seq        Int32                       COMMENT 'turn the text belongs to',
+    speaker         LowCardinality(String)      COMMENT 'caller (final STT transcript) | agent (reply sentence)',
+    seq             UInt32                      COMMENT 'sentence number within the agent reply (0 for the caller)',
+    text            String                      COMMENT 'the words, PII redacted',
+    redactions      Array(LowCardinality(String)) COMMENT 'PII kinds masked in text (card, ssn, phone, email, dob)',
+    language        LowCardinality(String)      COMMENT 'language of the text',
+    engine          LowCardinality(String)      COMMENT 'STT or agent engine that produced it',
+    intent          LowCardinality(String)      COMMENT 'agent intent at this reply (agent rows)',
+    confidence      Nullable(Float32)           COMMENT 'STT confidence (caller rows)',
+    audio_ms        UInt32                      COMMENT 'length of the caller audio transcribed (caller rows)',
+    kafka_partition UInt16                      COMMENT 'source record partition',
+    kafka_offset    UInt64                      COMMENT 'source record offset',
+    inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'when the sink wrote the row'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (call_id, turn_seq, speaker, seq, kafka_offset)
+TTL toDateTime(ts) + INTERVAL {transcript_retention_days} DAY
+COMMENT 'caller and agent text per turn, redacted';
+
+CREATE TABLE IF NOT EXISTS engine_usage
+(
+    ts                DateTime64(6, 'UTC')      COMMENT 'when the engine was used',
+    call_id           String                    COMMENT 'call identifier',
+    turn_seq          Nullable(Int32)           COMMENT 'turn, if any',
+    stage             LowCardinality(String)    COMMENT 'stt | agent | tts',
+    engine            LowCardinality(String)    COMMENT 'engine name (whisper, azure, openai, policy, piper, ...)',
+    llm_tokens_in     UInt32                    COMMENT 'prompt tokens',
+    llm_tokens_out    UInt32                    COMMENT 'completion tokens',
+    stt_audio_seconds Float64                   COMMENT 'audio seconds transcribed',
+    tts_characters    UInt32                    COMMENT 'characters synthesized',
+    cost_usd          Float64                   COMMENT 'cost of this step in USD (0 for offline engines)',
+    kafka_partition   UInt16                    COMMENT 'source record partition',
+    kafka_offset      UInt64                    COMMENT 'source record offset',
+    inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'when the sink wrote the row'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (stage, engine, call_id, ts, kafka_partition, kafka_offset)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+COMMENT 'engine usage and cost per call step';
+
+CREATE TABLE IF NOT EXISTS call_summaries
+(
+    call_id         String                      COMMENT 'call identifier',
+    ts              DateTime64(6, 'UTC')        COMMENT 'when the enrichment ran',
+    summary         String                      COMMENT 'short summary, PII redacted',
+    intent          LowCardinality(String)      COMMENT 'main recognised intent',
+    outcome         LowCardinality(String)      COMMENT 'resolved | handoff | abandoned | unresolved',
+    goal_reached    Bool                        COMMENT 'the caller''s request was completed by the agent',
+    handed_off      Bool                        COMMENT 'handed off to a human',
+    sentiment       Float32                     COMMENT 'caller sentiment of the call, VADER compound in [-1, 1]',
+    caller_turns    UInt16                      COMMENT 'caller turns with a final transcript',
+    turn_sentiment  Map(Int32, Float32)         COMMENT 'caller turn_seq → VADER compound of that turn',
+    model           LowCardinality(String)      COMMENT 'enrichment model and version',
+    kafka_partition UInt16                      COMMENT 'source record partition',
+    kafka_offset    UInt64                      COMMENT 'source record offset'
+)
+ENGINE = ReplacingMergeTree(ts)
+PARTITION BY toYYYYMM(ts)
+ORDER BY call_id
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+COMMENT 'post-call enrichment from the enrich processor (also folded into calls)';
+
+CREATE TABLE IF NOT EXISTS calls
+(
+    call_id         String                      COMMENT 'call identifier',
+    session_id      String                      COMMENT 'media session identifier',
+    agent_id        LowCardinality(String)      COMMENT 'agent persona',
+    channel         LowCardinality(String)      COMMENT 'twilio | acs | json | softphone',
+    language        LowCardinality(String)      COMMENT 'BCP-47 language',
+    caller          String                      COMMENT 'caller number masked to its last 4 digits',
+    caller_hash     String                      COMMENT 'salted hash of the caller number (repeat callers)',
+    ingress_node    LowCardinality(String)      COMMENT 'ingress node that held the socket',
+    started_at      DateTime64(6, 'UTC')        COMMENT 'call_started',
+    ended_at        Nullable(DateTime64(6, 'UTC')) COMMENT 'call_ended (NULL while in progress)',
+    duration_s      Nullable(Float64)           COMMENT 'handle time: ended_at - started_at, seconds',
+    end_reason      LowCardinality(String)      COMMENT 'why it ended (hangup, agent_end, ingress_lost, ...)',
+    turns           UInt32                      COMMENT 'caller turns detected',
+    barge_ins       UInt32                      COMMENT 'barge-ins (caller spoke over the agent)',
+    fallbacks       UInt32                      COMMENT 'engine fallbacks',
+    errors          UInt32                      COMMENT 'engine errors',
+    outcome         LowCardinality(String)      COMMENT 'resolved | handoff | abandoned | unresolved | dropped | ended | in_progress',
+    intent          LowCardinality(String)      COMMENT 'main recognised intent (enrichment)',
+    goal_reached    Nullable(Bool)              COMMENT 'request completed by the agent (NULL until enriched)',
+    handed_off      Nullable(Bool)              COMMENT 'handed off to a human (NULL until enriched)',
+    summary         String                      COMMENT 'short summary, PII redacted (enrichment)',
+    sentiment       Nullable(Float32)           COMMENT 'caller sentiment of the call, VADER compound (enrichment)',
+    turn_sentiment  Map(Int32, Float32)         COMMENT 'sentiment per caller turn (enrichment)',
+    engines         Array(LowCardinality(String)) COMMENT 'stage:engine pairs used (from engine_usage)',
+    cost_usd        Float64                     COMMENT 'total engine cost in USD',
+    updated_at      DateTime64(6, 'UTC')        COMMENT 'version: when the row was recomputed'
+)
+ENGINE = ReplacingMergeTree(updated_at)
+PARTITION BY toYYYYMM(started_at)
+ORDER BY call_id
+TTL toDateTime(started_at) + INTERVAL {retention_days} DAY
+COMMENT 'one row per call, recomputed from the deduplicated facts whenever one of its records arrives';

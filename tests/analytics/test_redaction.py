@@ -1,0 +1,115 @@
+"""PII redaction on realistic call transcripts, written with digits and spoken as Whisper writes words."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+
+import pytest
+
+from sinks.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor, caller_hash, mask_caller
+from sinks.settings import SinkSettings
+from switchboard.logs import JsonFormatter
+
+TODAY = dt.date(2026, 11, 21)
+
+
+@pytest.fixture
+def redact() -> Redactor:
+    return Redactor(today=TODAY)
+
+
+CASES = [
+    # (kind, transcript, redacted)
+    (CARD, "Sure, my card number is 4111 1111 1111 1111.", "Sure, my card number is [CARD]."),
+    (CARD, "It's 4111-1111-1111-1111, expiry twelve twenty seven.", "It's [CARD], expiry twelve twenty seven."),
+    (CARD, "Yeah it's four one one one, one one one one, one one one one, one one one one.", "Yeah it's [CARD]."),
+    (CARD, "The Amex is 3782 822463 10005 if that helps", "The Amex is [CARD] if that helps"),
+    (CARD, "Card is 5500 0000 0000 0004 and the expiry is 12 27.", "Card is [CARD] and the expiry is 12 27."),
+    (SSN, "My social is 123-45-6789.", "My social is [SSN]."),
+    (SSN, "Social security number, one two three, four five, six seven eight nine.",
+     "Social security number, [SSN]."),
+    (SSN, "my SSN is 078051120", "my SSN is [SSN]"),
+    (PHONE, "You can reach me at (415) 555-2671 after five.", "You can reach me at [PHONE] after five."),
+    (PHONE, "Call me back on five five five, one two three, four five six seven.", "Call me back on [PHONE]."),
+    (PHONE, "My number is four one five, five five five, two six seven oh.", "My number is [PHONE]."),
+    (PHONE, "My cell is double five five, one two three, four five six seven.", "My cell is [PHONE]."),
+    (PHONE, "I'm on +44 20 7946 0958 while I'm in London.", "I'm on [PHONE] while I'm in London."),
+    (PHONE, "It's 1-800-555-0199.", "It's [PHONE]."),
+    (EMAIL, "My email is jane.doe@example.com, thanks.", "My email is [EMAIL], thanks."),
+    (EMAIL, "It's john dot smith at gmail dot com.", "It's [EMAIL]."),
+    (EMAIL, "Send it to j underscore doe at yahoo dot co dot uk please", "Send it to [EMAIL] please"),
+    (DOB, "I was born on March 15th, 1985.", "I was born on [DOB]."),
+    (DOB, "My date of birth is March fifteenth, nineteen eighty five.", "My date of birth is [DOB]."),
+    (DOB, "Date of birth the third of July two thousand and one.", "Date of birth [DOB]."),
+    (DOB, "DOB 03/15/1985", "DOB [DOB]"),
+    (DOB, "My birthday is 7/4/90, by the way.", "My birthday is [DOB], by the way."),
+    (DOB, "It's 1979-02-28.", "It's [DOB]."),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "expected"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_each_pii_kind_is_masked_in_digits_and_in_words(redact: Redactor, kind: str, text: str, expected: str) -> None:
+    out = redact.redact(text)
+    assert out.text == expected
+    assert out.kinds == [kind]
+
+
+@pytest.mark.parametrize("text", [
+    "Can I book Tuesday at 3 PM?",
+    "I'd like an appointment on March 3rd 2027, in the morning.",
+    "Oh, I need to cancel my appointment for Friday at 10.",
+    "I have 3 kids and my order number is 12345.",
+    "Is the clinic at 221 Baker Street open on Saturday?",
+    "Card 4111 1111 1111 1112 is what the letter says",  # fails the Luhn check
+    "I'll meet you at noon dot",
+])
+def test_ordinary_call_center_speech_is_left_alone(redact: Redactor, text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_whole_transcript_loses_every_kind_at_once(redact: Redactor) -> None:
+    text = ("Hi, this is Jane. I was born on the fourth of July nineteen ninety. My card is four one one one one one "
+            "one one one one one one one one one one and my email is jane dot doe at example dot com. You can call "
+            "me on 415 555 2671. Oh and my social is 123 45 6789.")
+    out = redact.redact(text)
+    assert out.text == ("Hi, this is Jane. I was born on [DOB]. My card is [CARD] and my email is [EMAIL]. You can "
+                        "call me on [PHONE]. Oh and my social is [SSN].")
+    assert sorted(out.kinds) == sorted(ALL_KINDS)
+
+
+def test_each_kind_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "card 4111 1111 1111 1111, email a@b.com"
+    monkeypatch.setenv("SWITCHBOARD_REDACT_EMAILS", "false")
+    assert SinkSettings().redactor()(text) == "card [CARD], email a@b.com"
+    monkeypatch.setenv("SWITCHBOARD_REDACT", "false")
+    assert SinkSettings().redactor()(text) == text
+
+
+def test_caller_numbers_are_stored_masked_and_hashed_with_a_salt() -> None:
+    assert mask_caller("+1 (415) 555-2671") == "***2671"
+    assert mask_caller(None) == ""
+    assert caller_hash("+14155552671", "a") == caller_hash("+1 415 555 2671", "a")
+    assert caller_hash("+14155552671", "a") != caller_hash("+14155552671", "b")
+    assert "2671" not in caller_hash("+14155552671", "a")
+
+
+def test_log_lines_are_redacted_before_they_are_written() -> None:
+    from sinks.redact import RedactingFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    handler.addFilter(RedactingFilter(Redactor()))
+    log = logging.getLogger("test.redaction")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("caller said %s", "my card is 4111 1111 1111 1111", extra={"fields": {"text": "mail a@b.com"}})
+    finally:
+        log.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["msg"] == "caller said my card is [CARD]"
+    assert line["text"] == "mail [EMAIL]"

@@ -1,0 +1,119 @@
+"""The sink on a real broker and the embedded ClickHouse: every record lands once, redacted, and
+poison records are dead-lettered instead of stopping the partition."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from calls_data import CARD, caught_up, known_calls, sink_settings
+
+from sinks.report import StoreReader, run_reports
+from sinks.sink import INPUTS, Sink
+from sinks.store import Store
+from switchboard import codec
+from switchboard.bus import Correlation, Publisher, consumer_options, make_producer, topic_name
+from switchboard.records import DeadLetter
+from switchboard.settings import ServiceSettings
+from switchboard.topics import DEADLETTER, TRANSCRIPTS
+
+TABLE_COUNTS = {"calls": 5, "turns": 4, "transcripts": 10, "engine_usage": 6, "call_summaries": 3}
+
+
+async def publish_known_calls(bus: ServiceSettings, poison: bool = True) -> None:
+    producer = make_producer(bus)
+    await producer.start()
+    try:
+        pub = Publisher(bus, producer, "test")
+        futures = [await pub.send(rec, Correlation(call_id=rec.call_id), topic=topic) for topic, rec in known_calls()]
+        if poison:
+            futures.append(await producer.send(topic_name(bus, TRANSCRIPTS), b"\x00garbage", key=b"c1"))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def counts(store: Store) -> dict[str, int]:
+    out = {}
+    for table in TABLE_COUNTS:
+        out[table] = (await asyncio.to_thread(store.query, f"SELECT count() FROM {table} FINAL"))[1][0][0]
+    return out
+
+
+async def run_until_caught_up(sink: Sink, timeout_s: float = 45.0) -> None:
+    task = asyncio.create_task(sink.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not await caught_up(sink):
+            assert not task.done(), task.exception()
+            assert asyncio.get_running_loop().time() < deadline, "sink did not catch up"
+            await asyncio.sleep(0.2)
+    finally:
+        sink.stop()
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.timeout(120)
+async def test_every_record_lands_once_redacted_even_when_a_second_group_replays_them(
+    bus_settings: ServiceSettings, store: Store
+) -> None:
+    await publish_known_calls(bus_settings)
+    await run_until_caught_up(Sink(sink_settings(bus_settings, store), store))
+    assert await counts(store) == TABLE_COUNTS
+
+    # A replay of every record (a new group starts from the beginning, as after a lost commit) adds nothing.
+    await run_until_caught_up(Sink(sink_settings(bus_settings, store), store))
+    assert await counts(store) == TABLE_COUNTS
+    raw = store.query("SELECT count() FROM transcripts")[1][0][0]
+    assert raw >= TABLE_COUNTS["transcripts"]
+
+    _, texts = store.query("SELECT text FROM transcripts FINAL")
+    joined = " ".join(t for (t,) in texts)
+    assert CARD not in joined and "[CARD]" in joined and "[EMAIL]" in joined and "[PHONE]" in joined
+    _, summary = store.query("SELECT summary FROM calls FINAL WHERE call_id = 'c1'")
+    assert summary == [("Booked Tuesday 3 PM; card [CARD]",)]
+
+    report = run_reports(StoreReader(store), ["recent_calls", "latency_percentiles"])
+    assert "c1" in report and "response" in report
+
+
+@pytest.mark.timeout(120)
+async def test_a_poison_record_is_dead_lettered_counted_and_recorded_without_stopping_the_partition(
+    bus_settings: ServiceSettings, store: Store
+) -> None:
+    from switchboard import metrics
+
+    before = metrics.DEAD_LETTERS.labels("sink", "transcripts")._value.get()
+    await publish_known_calls(bus_settings, poison=True)
+    # the poison record went to the deadletter topic; the sink reads that too, so run until both are consumed
+    sink = Sink(sink_settings(bus_settings, store), store)
+    await run_until_caught_up(sink)
+    await run_until_caught_up(Sink(sink.settings, store))  # picks up the dead letter the first run produced
+    assert metrics.DEAD_LETTERS.labels("sink", "transcripts")._value.get() == before + 1
+    assert (await counts(store))["transcripts"] == TABLE_COUNTS["transcripts"]
+
+    consumer = AIOKafkaConsumer(topic_name(bus_settings, DEADLETTER), group_id=None,
+                                **consumer_options(bus_settings))
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+        letters = [codec.decode(DeadLetter, m.value) for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    assert [(d.source_topic, d.service, d.value) for d in letters] == [("transcripts", "sink", b"\x00garbage")]
+    _, rows = store.query("SELECT call_id, source, attributes['source_topic'] FROM events FINAL "
+                          "WHERE kind = 'dead_letter'")
+    assert rows == [("c1", "deadletter", "transcripts")]
+
+
+def test_the_sink_reads_every_analytics_topic() -> None:
+    assert {t.name for t in INPUTS} == {"calls", "turns", "transcripts", "replies", "latency", "usage",
+                                         "deadletter", "summaries"}
+
+
+def test_schema_creation_is_idempotent(store: Store) -> None:
+    store.ensure_schema()
+    store.ensure_schema()
+    _, tables = store.query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+    assert [t for (t,) in tables] == ["call_summaries", "calls", "engine_usage", "events", "transcripts", "turns"]

@@ -1,0 +1,41 @@
+"""ACS media streaming into the real ingress on the real broker (no processors): what reaches the bus."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import websockets
+
+from ingress.acs import serializer as acs
+from switchboard.records import CallEvent, CallEventKind
+from switchboard.topics import AUDIO_IN, CALLS
+from tests.channels.conftest import LoneIngress
+from tests.channels.helpers import records_of
+
+
+async def test_acs_correlation_ids_are_carried_into_the_call_records(lone_ingress: LoneIngress) -> None:
+    connection_id = f"conn-{uuid.uuid4()}"
+    headers = {"x-ms-call-connection-id": connection_id, "x-ms-call-correlation-id": "corr-42"}
+    async with websockets.connect(f"{lone_ingress.ws}/acs/media", additional_headers=headers) as ws:
+        await ws.send(acs.metadata_message("sub-77", sample_rate=24000))
+        started = await records_of(lone_ingress.settings, CALLS, connection_id)
+    event: CallEvent = started[0]
+    assert (event.kind, event.channel, event.session_id) == (CallEventKind.CALL_STARTED, "acs", "sub-77")
+    assert event.attributes == {"subscription_id": "sub-77", "sample_rate": "24000",
+                                "call_connection_id": connection_id, "correlation_id": "corr-42"}
+
+
+async def test_acs_24khz_audio_reaches_the_bus_as_16khz_frames_and_silent_packets_as_zeros(
+        lone_ingress: LoneIngress) -> None:
+    connection_id = f"conn-{uuid.uuid4()}"
+    tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(480) / 24000)).astype("<i2").tobytes()  # 20 ms at 24 kHz
+    async with websockets.connect(f"{lone_ingress.ws}/acs/media?callConnectionId={connection_id}") as ws:
+        await ws.send(acs.metadata_message("sub-24k", sample_rate=24000))
+        for i in range(20):  # 200 ms of tone, then 200 ms flagged silent (its data must be ignored)
+            await ws.send(acs.audio_message(tone, "t", "4:+1555", silent=i >= 10))
+        frames = await records_of(lone_ingress.settings, AUDIO_IN, connection_id, at_least=19)
+    assert {(f.sample_rate, len(f.pcm)) for f in frames} == {(16000, 640)}
+    levels = [np.abs(np.frombuffer(f.pcm, "<i2")).max() for f in frames]
+    assert min(levels[1:9]) > 6000, "the tone did not come through"
+    assert max(levels[11:]) == 0, "a silent packet's data was published"

@@ -1,0 +1,102 @@
+"""The agent service as deployed (its own process, on the real broker), switched to the LLM by environment alone.
+
+The LLM is the local OpenAI-compatible server of these tests; the service
+reaches it over real HTTP like it would reach OpenAI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from switchboard import codec
+from switchboard.broker import free_port
+from switchboard.bus import Correlation, Publisher, consumer_options, make_producer, topic_name
+from switchboard.records import (
+    AgentReply,
+    CallEvent,
+    CallEventKind,
+    EngineUsage,
+    ReplyKind,
+    Timings,
+    Transcript,
+    TranscriptKind,
+)
+from switchboard.settings import ServiceSettings
+from switchboard.stack import Stack
+from switchboard.topics import CALLS, REPLIES, USAGE, Topic
+from tests.engines.openai_server import Fail, Say
+
+pytestmark = pytest.mark.slow
+
+
+async def collect(settings: ServiceSettings, topic: Topic, done: Callable[[list[Any]], bool],
+                  timeout_s: float = 30.0) -> list[Any]:
+    """Records of ``topic`` from the beginning, until ``done(records)``."""
+    consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings))
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        tps = [TopicPartition(topic_name(settings, topic), p) for p in range(topic.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout_s
+        while not done(records):
+            assert time.monotonic() < deadline, f"{topic.name}: only {records}"
+            for msgs in (await consumer.getmany(timeout_ms=200)).values():
+                records += [codec.decode(topic.record, m.value) for m in msgs]
+    finally:
+        await consumer.stop()
+    return records
+
+
+def ended(turn: int) -> Callable[[list[AgentReply]], bool]:
+    return lambda rs: any(r.turn_seq == turn and r.kind is ReplyKind.END for r in rs)
+
+
+async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishes_usage_and_fallbacks(
+        broker, llm, tmp_path):
+    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"e{uuid.uuid4().hex[:8]}.")
+    env = {"SWITCHBOARD_AGENT_ENGINE": "openai", "SWITCHBOARD_LLM_BASE_URL": llm.url,
+           "SWITCHBOARD_LLM_API_KEY": "sk-test", "SWITCHBOARD_LLM_RETRIES": "0"}
+    stack = Stack(settings, ingress_port=free_port(), run_dir=tmp_path, only=("agent",), extra_env=env)
+    stack._next_metrics_port = free_port()
+    await asyncio.to_thread(stack.start, False)
+    producer = make_producer(settings)
+    try:
+        await asyncio.to_thread(stack.wait_ready, 120)
+        await producer.start()
+        pub = Publisher(settings, producer, "test")
+        corr = Correlation.new_call("c1", "s-c1", "clinic")
+        llm.then(Say(["Sure. ", "Tuesday works."], usage=(120, 9)), Fail(500))
+        await (await pub.send(CallEvent("c1", "s-c1", CallEventKind.CALL_STARTED, 1, "twilio", "clinic", "en-US",
+                                        "node-a", 2), corr))
+
+        def final(turn: int, text: str) -> Transcript:
+            return Transcript("c1", turn, TranscriptKind.FINAL, text, "en-US", 900, "whisper", 2,
+                              timings=Timings(turn_detected_us=2))
+
+        await collect(settings, REPLIES, ended(0))  # the greeting: the call is known (topics are not ordered)
+        await (await pub.send(final(1, "Can I come on Tuesday?"), corr))
+        await collect(settings, REPLIES, ended(1))
+        await (await pub.send(final(2, "I'd like to book Tuesday at 10 AM."), corr))
+        replies = await collect(settings, REPLIES, ended(2))
+        said = {t: [r.text for r in replies if r.turn_seq == t and r.kind is ReplyKind.SENTENCE] for t in (1, 2)}
+        assert said[1] == ["Sure.", "Tuesday works."]
+        assert said[2] == ["Sorry, give me a moment.", "Just to confirm, I'll book you in for Tuesday at 10 AM.",
+                           "Is that right?"]
+        usage = await collect(settings, USAGE, lambda rs: len(rs) >= 2)
+        assert (usage[0].engine, usage[0].llm_tokens_in, usage[0].llm_tokens_out) == ("openai", 120, 9)
+        assert usage[0].cost_usd > 0 and all(isinstance(u, EngineUsage) for u in usage)
+        events = await collect(settings, CALLS, lambda rs: any(e.kind is CallEventKind.ENGINE_FALLBACK for e in rs))
+        fallback = next(e for e in events if e.kind is CallEventKind.ENGINE_FALLBACK)
+        assert fallback.attributes == {"stage": "agent", "from": "openai", "to": "policy"} and fallback.turn_seq == 2
+    finally:
+        await producer.stop()
+        await asyncio.to_thread(stack.stop)
