@@ -65,6 +65,56 @@ class Processor(Protocol):
         ...
 
 
+class Watcher(Protocol):
+    """Optional for a processor: records it must see *while* ``handle`` is busy (a barge-in
+    cancelling a streaming reply). They are read by a second consumer on the same partition
+    numbers as the group assignment, from their end, and also arrive in ``handle`` as usual."""
+
+    watch: tuple[Topic, ...]
+
+    async def on_watched(self, record: Any) -> None: ...
+
+
+class _Watch:
+    """The watcher consumer: follows the group's partitions, never commits."""
+
+    def __init__(self, settings: ServiceSettings, processor: Any) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.topics = {topic_name(settings, t): t for t in processor.watch}
+        self.consumer = make_consumer(settings, group_id=None)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.task = asyncio.create_task(self._run(), name="watch")
+
+    async def follow(self, partitions: set[int]) -> None:
+        tps = [TopicPartition(name, p) for name in self.topics for p in partitions]
+        self.consumer.assign(tps)
+        if tps:
+            await self.consumer.seek_to_end(*tps)
+
+    async def _run(self) -> None:
+        while True:
+            if not self.consumer.assignment():
+                await asyncio.sleep(0.05)
+                continue
+            for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
+                topic = self.topics[tp.topic]
+                for msg in msgs:
+                    try:
+                        await self.processor.on_watched(codec.decode(topic.record, msg.value))
+                    except Exception:  # the group consumer dead-letters it; here it is only a hint
+                        logger.exception("watched record failed")
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.consumer.stop()
+
+
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -78,6 +128,8 @@ class _Rebalance(ConsumerRebalanceListener):
         parts = {tp.partition for tp in assigned}
         metrics.ASSIGNED_PARTITIONS.labels(self.runner.processor.name).set(len(assigned))
         logger.info("partitions assigned", extra={"fields": {"partitions": sorted(parts)}})
+        if self.runner.watch is not None:
+            await self.runner.watch.follow(parts)
         await self.runner.processor.on_assigned(parts)
 
 
@@ -92,6 +144,7 @@ class Runner:
         self._pending: dict[TopicPartition, int] = {}
         self._topics = {topic_name(settings, t): t for t in processor.inputs}
         self._stopping = asyncio.Event()
+        self.watch = _Watch(settings, processor) if getattr(processor, "watch", ()) else None
 
     async def commit_pending(self) -> None:
         if not self._pending:
@@ -126,6 +179,8 @@ class Runner:
 
     async def run(self) -> None:
         await self.producer.start()
+        if self.watch is not None:
+            await self.watch.start()
         names = list(self._topics)
         by_name = self._topics
         self.consumer.subscribe(names, listener=_Rebalance(self))
@@ -154,6 +209,8 @@ class Runner:
             try:
                 await self.commit_pending()
             finally:
+                if self.watch is not None:
+                    await self.watch.stop()
                 await self.consumer.stop()
                 await self.producer.stop()
                 logger.info("processor stopped")

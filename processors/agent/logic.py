@@ -7,10 +7,10 @@ Inputs: ``calls`` (greet on call_started), ``transcripts`` (reply to finals),
 A reply streams from its engine in a task of its own (``pumped``); a barge-in
 for the turn being answered sets the call's stop event, which ends the reply at
 once and cancels the engine (for the LLM: closes its HTTP stream). The runner
-hands records to ``handle`` one at a time, so the stop takes effect when the
-barge-in is handled while the reply is still streaming (a runner that reads
-``turns`` alongside a streaming reply); otherwise the reply finishes and the
-``cancel`` record stops its audio downstream, as before.
+hands records to ``handle`` one at a time, so barge-ins also reach the agent
+through the runner's watcher (``watch``/``on_watched``), a second reader of
+``turns`` that delivers them while a reply is still streaming. The ``cancel``
+record then stops whatever audio was already made, downstream.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class StateStore(Protocol):
 class AgentProcessor:
     name = "agent"
     inputs: tuple[Topic, ...] = (CALLS, TRANSCRIPTS, TURNS)
+    watch: tuple[Topic, ...] = (TURNS,)  # barge-ins must cut a streaming reply short
 
     def __init__(self, engine: Agent, store: StateStore, prices: PriceTable | None = None) -> None:
         self.engine = engine
@@ -99,6 +100,11 @@ class AgentProcessor:
             self.interrupt(r.call_id, r.cancelled_turn_seq)
             if state is not None:
                 yield Out(self._record(state, r.cancelled_turn_seq, 0, ReplyKind.CANCEL, ""), msg.corr)
+
+    async def on_watched(self, record: TurnEvent) -> None:
+        barge_in = record.kind is TurnEventKind.BARGE_IN and record.cancelled_turn_seq is not None
+        if barge_in and self.interrupt(record.call_id, record.cancelled_turn_seq):
+            logger.info("reply stream cancelled by barge-in", extra={"fields": {"turn": record.cancelled_turn_seq}})
 
     def interrupt(self, call_id: str, through_turn_seq: int) -> bool:
         """Stop the reply being streamed for ``call_id`` if it answers a turn up to ``through_turn_seq``

@@ -27,6 +27,8 @@ from switchboard.records import (
     Timings,
     Transcript,
     TranscriptKind,
+    TurnEvent,
+    TurnEventKind,
 )
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
@@ -97,6 +99,43 @@ async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishe
         events = await collect(settings, CALLS, lambda rs: any(e.kind is CallEventKind.ENGINE_FALLBACK for e in rs))
         fallback = next(e for e in events if e.kind is CallEventKind.ENGINE_FALLBACK)
         assert fallback.attributes == {"stage": "agent", "from": "openai", "to": "policy"} and fallback.turn_seq == 2
+    finally:
+        await producer.stop()
+        await asyncio.to_thread(stack.stop)
+
+
+async def test_a_barge_in_cuts_a_streaming_llm_reply_short_in_the_running_service(broker, llm, tmp_path):
+    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"e{uuid.uuid4().hex[:8]}.")
+    env = {"SWITCHBOARD_AGENT_ENGINE": "openai", "SWITCHBOARD_LLM_BASE_URL": llm.url,
+           "SWITCHBOARD_LLM_API_KEY": "sk-test", "SWITCHBOARD_LLM_RETRIES": "0"}
+    stack = Stack(settings, ingress_port=free_port(), run_dir=tmp_path, only=("agent",), extra_env=env)
+    stack._next_metrics_port = free_port()
+    await asyncio.to_thread(stack.start, False)
+    producer = make_producer(settings)
+    try:
+        await asyncio.to_thread(stack.wait_ready, 120)
+        await producer.start()
+        pub = Publisher(settings, producer, "test")
+        corr = Correlation.new_call("c2", "s-c2", "clinic")
+        # ten sentences, 0.4 s apart: four seconds of streaming unless something stops it
+        llm.then(Say([f"Sentence number {i}. " for i in range(10)], delay=0.4))
+        await (await pub.send(CallEvent("c2", "s-c2", CallEventKind.CALL_STARTED, 1, "twilio", "clinic", "en-US",
+                                        "node-a", 2), corr))
+        await collect(settings, REPLIES, ended(0))
+        await (await pub.send(Transcript("c2", 7, TranscriptKind.FINAL, "Tell me everything", "en-US", 900,
+                                         "whisper", 2, timings=Timings(turn_detected_us=2)), corr))
+        await collect(settings, REPLIES, lambda rs: any(r.turn_seq == 7 for r in rs))  # it is streaming
+        barge_in = TurnEvent("c2", 60, TurnEventKind.BARGE_IN, 3, 2, cancelled_turn_seq=7)
+        t0 = time.monotonic()
+        await (await pub.send(barge_in, corr))
+        await collect(settings, REPLIES, lambda rs: any(r.turn_seq == 7 and r.kind is ReplyKind.CANCEL for r in rs))
+        assert time.monotonic() - t0 < 2.0
+        await asyncio.sleep(2.0)  # the rest of the stream would have come by now
+        replies = await collect(settings, REPLIES, ended(0))
+        sentences = [r.text for r in replies if r.turn_seq == 7 and r.kind is ReplyKind.SENTENCE]
+        assert 1 <= len(sentences) < 5, sentences  # cut short, not played to the end
+        assert not any(r.turn_seq == 7 and r.kind is ReplyKind.END for r in replies)
+        assert llm.requests[-1].disconnected, "the HTTP stream to the LLM was left open"
     finally:
         await producer.stop()
         await asyncio.to_thread(stack.stop)
