@@ -143,7 +143,7 @@ async def _converse(ws: WebSocket, session: ApiSession, sock: JsonSocket, api: J
         agent_id=session.agent_type,
         language=session.language,
         caller_number=session.caller_number,
-        attributes={"agent_type": session.agent_type, "sample_rate": str(session.sample_rate)},
+        attributes={"agent_type": session.agent_type, "sample_rate": str(session.sample_rate), **session.choices},
     )
     bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
     call = await rt.open_call(info, sock)

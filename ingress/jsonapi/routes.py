@@ -51,6 +51,11 @@ class StartCallRequest(BaseModel):
     sample_rate: Literal[8000, 16000, 24000, 44100, 48000] = Field(
         16000, description="rate of the PCM16 audio in both directions on the websocket")
     client: Literal["jsonapi", "softphone"] = Field("jsonapi", description="the channel label in metrics and records")
+    engines: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9_=,.:-]*$",
+                                description="engine set for this call, e.g. 'agent=openai,tts=azure' (default: the "
+                                "deployment's)")
+    voice: str | None = Field(None, max_length=96, pattern=r"^[A-Za-z0-9_.:-]*$",
+                              description="TTS voice for this call, e.g. 'azure:en-GB-SoniaNeural'")
 
 
 class StartCallResponse(BaseModel):
@@ -108,7 +113,8 @@ def router(runtime: IngressRuntime) -> APIRouter:
         if len(runtime.egress.sessions) >= runtime.settings.max_calls:
             metrics.BAD_INPUT.labels(CHANNEL, "over_capacity").inc()
             raise HTTPException(503, "too many calls on this node")
-        s = api.sessions.create(body.agent_type, body.language, body.sample_rate, body.caller_number, body.client)
+        s = api.sessions.create(body.agent_type, body.language, body.sample_rate, body.caller_number, body.client,
+                                choices={k: v for k, v in (("engines", body.engines), ("voice", body.voice)) if v})
         return StartCallResponse(
             session_id=s.session_id, call_id=s.call_id,
             websocket_url=f"{_ws_base(request, runtime.settings.public_url)}/ws/call/{s.session_id}",

@@ -37,6 +37,7 @@ class ApiSession:
     sample_rate: int
     caller_number: str | None = None
     channel: str = "jsonapi"
+    choices: dict[str, str] = field(default_factory=dict)  # per-call engines / voice, into the call's records
     state: SessionState = SessionState.PENDING
     end_reason: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
@@ -55,11 +56,11 @@ class SessionRegistry:
         self._sessions: OrderedDict[str, ApiSession] = OrderedDict()
 
     def create(self, agent_type: str, language: str, sample_rate: int, caller_number: str | None,
-               channel: str = "jsonapi") -> ApiSession:
+               channel: str = "jsonapi", choices: dict[str, str] | None = None) -> ApiSession:
         self.prune()
         token = secrets.token_hex(12)
         session = ApiSession(f"sess-{token}", f"api-{token}", agent_type, language, sample_rate, caller_number,
-                             channel)
+                             channel, choices=dict(choices or {}))
         self._sessions[session.session_id] = session
         return session
 

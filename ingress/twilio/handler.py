@@ -92,7 +92,11 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                     agent_id=params.get("agent_id", rt.settings.agent_id),
                     language=params.get("language", rt.settings.language),
                     caller_number=params.get("caller_number") or params.get("From"),
-                    attributes={"account_sid": event.account_sid},
+                    attributes={
+                        "account_sid": event.account_sid,
+                        # per-call engine choice, e.g. <Parameter name="engines" value="agent=openai"/>
+                        **{k: params[k] for k in ("engines", "voice") if params.get(k)},
+                    },
                 )
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
                 session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid))

@@ -11,10 +11,12 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from processors.resilience import Usage
 from processors.stt.engine import SpeechToText, SttStream
+from processors.usage import PriceTable
 from switchboard import metrics
 from switchboard.audio import pcm16_to_array
-from switchboard.records import EngineUsage, SpeechChunk, Timings, Transcript, TranscriptKind, now_us
+from switchboard.records import SpeechChunk, Timings, Transcript, TranscriptKind, now_us
 from switchboard.runner import Incoming, Out
 from switchboard.topics import SPEECH, Topic
 
@@ -34,8 +36,9 @@ class Transcriber:
     name = "stt"
     inputs: tuple[Topic, ...] = (SPEECH,)
 
-    def __init__(self, engine: SpeechToText) -> None:
+    def __init__(self, engine: SpeechToText, prices: PriceTable | None = None) -> None:
         self.engine = engine
+        self.prices = prices or PriceTable()
         self.turns: dict[str, _Turn] = {}  # call_id → its open turn
 
     async def on_assigned(self, partitions: set[int]) -> None:
@@ -85,17 +88,8 @@ class Transcriber:
             self._transcript(chunk, result.text, TranscriptKind.FINAL, result.audio_ms, timings, result.confidence),
             msg.corr,
         )
-        yield Out(
-            EngineUsage(
-                chunk.call_id,
-                "stt",
-                self.engine.name,
-                finished,
-                turn_seq=chunk.turn_seq,
-                stt_audio_seconds=result.audio_ms / 1000,
-            ),
-            msg.corr,
-        )
+        usage = Usage("stt", self.engine.name, chunk.turn_seq, stt_audio_seconds=result.audio_ms / 1000)
+        yield Out(self.prices.record(chunk.call_id, usage), msg.corr)
 
     def _transcript(
         self,

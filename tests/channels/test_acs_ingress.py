@@ -39,3 +39,20 @@ async def test_acs_24khz_audio_reaches_the_bus_as_16khz_frames_and_silent_packet
     levels = [np.abs(np.frombuffer(f.pcm, "<i2")).max() for f in frames]
     assert min(levels[1:9]) > 6000, "the tone did not come through"
     assert max(levels[11:]) == 0, "a silent packet's data was published"
+
+
+async def test_a_call_start_can_ask_for_an_engine_set_and_a_voice_carried_into_the_call_records(
+        lone_ingress: LoneIngress) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
+        choice = {"agent_type": "clinic", "engines": "agent=openai,tts=azure", "voice": "azure:en-GB-SoniaNeural"}
+        resp = await client.post("/api/v1/calls/start", json=choice)
+        assert resp.status_code == 200, resp.text
+        bad = await client.post("/api/v1/calls/start", json={"engines": "agent=<script>"})
+        assert bad.status_code == 422
+    body = resp.json()
+    async with websockets.connect(f"{lone_ingress.ws}/ws/call/{body['session_id']}"):
+        started = await records_of(lone_ingress.settings, CALLS, body["call_id"])
+    assert started[0].attributes["engines"] == "agent=openai,tts=azure"
+    assert started[0].attributes["voice"] == "azure:en-GB-SoniaNeural"

@@ -181,3 +181,15 @@ async def test_tts_stops_a_cancelled_reply(piper):
     await _outs(tts, _reply(ReplyKind.CANCEL), REPLIES)
     assert await _outs(tts, _reply(ReplyKind.SENTENCE, "And one more thing.", seq=1), REPLIES) == []
     assert await _outs(tts, _reply(ReplyKind.END, seq=2), REPLIES) == []
+
+
+async def test_stt_usage_is_priced_from_the_price_table(whisper):
+    from processors.usage import PriceTable
+
+    samples, _ = read_wav(SHARED_AUDIO / "librivox-0880.wav")
+    stt = Transcriber(whisper, PriceTable({"whisper": {"stt_audio_seconds": 0.01}}))
+    outs = []
+    for offset, chunk in enumerate(_chunks(3, samples)):
+        outs += await _outs(stt, chunk, SPEECH, offset)
+    usage = next(o.record for o in outs if isinstance(o.record, EngineUsage))
+    assert usage.cost_usd == pytest.approx(0.01 * len(samples) / 16000, rel=0.02)
