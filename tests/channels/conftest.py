@@ -57,7 +57,7 @@ async def lone_ingress(broker: EmbeddedBroker) -> AsyncIterator[LoneIngress]:
     await asyncio.wait_for(task, 15)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # its processes must not compete with later modules
 def stack(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole pipeline (ingress, turns, STT, agent, TTS) as subprocesses on the session broker."""
     with running_stack(broker, tmp_path_factory.mktemp("channels-stack"), only=SPINE) as s:
