@@ -6,6 +6,7 @@ from switchboard.settings import ServiceSettings
 
 
 class EnrichSettings(ServiceSettings):
+    fetch_max_wait_ms: int = Field(250, ge=0, description="consumer fetch wait (enrichment is not on the voice path)")
     late_window_s: float = Field(
         30.0, ge=0, description="after call_ended, records of the call arriving this late still revise its summary"
     )
