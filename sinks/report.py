@@ -184,7 +184,8 @@ def plot(reader: Reader, out_dir: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     if present:
         ax.boxplot([samples[s] for s in present], tick_labels=present, showfliers=True)
-    ax.set_ylabel("ms")
+    ax.set_yscale("log")  # engines take ms, turns take seconds: one linear axis hides the small ones
+    ax.set_ylabel("ms (log scale)")
     ax.set_title("Latency per stage (per turn)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
