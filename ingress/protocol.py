@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 
 class ProtocolError(ValueError):
     """A message the stream cannot go on after: close the socket with ``code`` and ``reason``."""
@@ -11,6 +14,17 @@ class ProtocolError(ValueError):
         self.code = code
         self.reason = reason
         self.metric_reason = metric_reason
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """A websocket text message as a JSON object, or the ProtocolError every channel closes with."""
+    try:
+        msg = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(1007, f"invalid JSON: {getattr(exc, 'msg', exc)}", "invalid_json") from exc
+    if not isinstance(msg, dict):
+        raise ProtocolError(1007, "message is not a JSON object", "invalid_json")
+    return msg
 
 
 class UnknownMessage(ValueError):

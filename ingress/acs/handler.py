@@ -6,12 +6,12 @@ import logging
 
 import numpy as np
 from fastapi import WebSocket
-from starlette.websockets import WebSocketState
 
 from ingress.acs import serializer as wire
 from ingress.calls import CallInfo, CallSession
 from ingress.protocol import ProtocolError
 from ingress.runtime import IngressRuntime, Rejected
+from ingress.websocket import CallerWebSocket
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, Resampler, array_to_pcm16, pcm16_to_array
 from switchboard.logs import bind
@@ -22,35 +22,21 @@ CONNECTION_HEADER = "x-ms-call-connection-id"
 CORRELATION_HEADER = "x-ms-call-correlation-id"
 
 
-class AcsSocket:
+class AcsSocket(CallerWebSocket):
     """CallerSocket for ACS: bus-rate PCM → ``AudioData`` at the call's rate; barge-in → ``StopAudio``."""
 
     def __init__(self, ws: WebSocket, sample_rate: int) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self._out = Resampler(BUS_RATE, sample_rate)
 
-    async def _send(self, text: str) -> None:
-        if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_text(text)
-            except Exception:  # the call dropped mid-send; the read loop ends the call
-                logger.debug("send on a closing socket")
-
     async def send_audio(self, frame: np.ndarray) -> None:
-        await self._send(wire.audio_data(array_to_pcm16(self._out.process(frame))))
+        await self.send_text(wire.audio_data(array_to_pcm16(self._out.process(frame))))
 
     async def send_mark(self, name: str) -> None:
         """ACS has no marks: playback position is not echoed."""
 
     async def send_clear(self) -> None:
-        await self._send(wire.stop_audio())
-
-    async def close(self, code: int, reason: str) -> None:
-        if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code, reason)
-            except Exception:
-                logger.debug("close on a closed socket")
+        await self.send_text(wire.stop_audio())
 
 
 def call_info(ws: WebSocket, meta: wire.AudioMetadata, rt: IngressRuntime) -> CallInfo:

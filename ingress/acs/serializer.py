@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingress.protocol import ProtocolError
+from ingress.protocol import ProtocolError, json_object
 
 SAMPLE_RATES = (16_000, 24_000)
 BYTES_PER_SAMPLE = 2
@@ -64,13 +64,7 @@ def _body(msg: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def parse(text: str | bytes) -> AcsEvent:
     """One websocket message → a typed event. Raises ProtocolError on anything the stream cannot go on after."""
-    try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(1007, f"invalid JSON: {getattr(exc, 'msg', exc)}", "invalid_json") from exc
-    if not isinstance(raw, dict):
-        raise ProtocolError(1007, "message is not a JSON object", "invalid_json")
-    msg = _lower_keys(raw)
+    msg = _lower_keys(json_object(text))
     kind = msg.get("kind")
     if kind == "AudioData":
         body = _body(msg, "AudioData")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from fastapi import WebSocket
-from starlette.websockets import WebSocketState
 
 from ingress.calls import CallInfo, CallSession
 from ingress.jsonapi import serializer as wire
@@ -17,6 +16,7 @@ from ingress.jsonapi.sessions import ApiSession, SessionRegistry, SessionState
 from ingress.jsonapi.textfeed import TextFeed
 from ingress.protocol import ProtocolError
 from ingress.runtime import IngressRuntime, Rejected
+from ingress.websocket import CallerWebSocket
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, Resampler, array_to_pcm16, pcm16_to_array
 from switchboard.logs import bind
@@ -40,11 +40,11 @@ def latency_fields(lat: TurnLatency) -> dict[str, float | None]:
     return {name: getattr(lat, name) for name in LATENCY_FIELDS}
 
 
-class JsonSocket:
+class JsonSocket(CallerWebSocket):
     """CallerSocket for the JSON API: bus-rate PCM → ``agent_audio`` at the session's rate."""
 
     def __init__(self, ws: WebSocket, sample_rate: int) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.sample_rate = sample_rate
         self.call: CallSession | None = None
         self._out = Resampler(BUS_RATE, sample_rate)
@@ -53,11 +53,7 @@ class JsonSocket:
         self._writer = asyncio.create_task(self._write_text(), name="jsonapi-text")
 
     async def send(self, text: str) -> None:
-        if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_text(text)
-            except Exception:  # the caller went away mid-send; the read loop ends the call
-                logger.debug("send on a closing socket")
+        await self.send_text(text)
 
     async def send_audio(self, frame: np.ndarray) -> None:
         await self.send(wire.agent_audio(array_to_pcm16(self._out.process(frame)), self.sample_rate, time.time()))
@@ -74,11 +70,7 @@ class JsonSocket:
 
     async def close(self, code: int, reason: str) -> None:
         self._writer.cancel()
-        if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code, reason)
-            except Exception:
-                logger.debug("close on a closed socket")
+        await super().close(code, reason)
 
     def on_text(self, record: Transcript | AgentReply) -> None:
         """A transcript or reply of this call, from the text feed."""

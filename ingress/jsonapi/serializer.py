@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingress.protocol import ProtocolError
+from ingress.protocol import ProtocolError, json_object
 
 SAMPLE_RATES = (8_000, 16_000, 24_000, 44_100, 48_000)
 BYTES_PER_SAMPLE = 2
@@ -48,12 +48,7 @@ ClientMessage = AudioChunk | EndSpeech | Hangup
 
 def parse(text: str | bytes) -> ClientMessage:
     """One websocket message → a typed event. Raises ProtocolError (close code + reason)."""
-    try:
-        msg = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(1007, f"invalid JSON: {getattr(exc, 'msg', exc)}", "invalid_json") from exc
-    if not isinstance(msg, dict):
-        raise ProtocolError(1007, "message is not a JSON object", "invalid_json")
+    msg = json_object(text)
     kind = msg.get("type")
     if kind == "audio_chunk":
         data = msg.get("data")

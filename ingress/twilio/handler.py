@@ -6,12 +6,12 @@ import logging
 
 import numpy as np
 from fastapi import WebSocket
-from starlette.websockets import WebSocketState
 
 from ingress.calls import CallInfo, CallSession
 from ingress.protocol import ProtocolError, UnknownMessage
 from ingress.runtime import IngressRuntime, Rejected
 from ingress.twilio import serializer as wire
+from ingress.websocket import CallerWebSocket
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, Resampler, mulaw_decode, mulaw_encode
 from switchboard.logs import bind
@@ -20,36 +20,22 @@ logger = logging.getLogger(__name__)
 CHANNEL = "twilio"
 
 
-class TwilioSocket:
+class TwilioSocket(CallerWebSocket):
     """CallerSocket for Twilio: 16 kHz PCM → 8 kHz μ-law media messages."""
 
     def __init__(self, ws: WebSocket, stream_sid: str) -> None:
-        self.ws = ws
+        super().__init__(ws)
         self.stream_sid = stream_sid
         self._down = Resampler(BUS_RATE, wire.MULAW_RATE)
 
-    async def _send(self, text: str) -> None:
-        if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.send_text(text)
-            except Exception:  # the caller hung up mid-send; the read loop ends the call
-                logger.debug("send on a closing socket")
-
     async def send_audio(self, frame: np.ndarray) -> None:
-        await self._send(wire.media(self.stream_sid, mulaw_encode(self._down.process(frame))))
+        await self.send_text(wire.media(self.stream_sid, mulaw_encode(self._down.process(frame))))
 
     async def send_mark(self, name: str) -> None:
-        await self._send(wire.mark(self.stream_sid, name))
+        await self.send_text(wire.mark(self.stream_sid, name))
 
     async def send_clear(self) -> None:
-        await self._send(wire.clear(self.stream_sid))
-
-    async def close(self, code: int, reason: str) -> None:
-        if self.ws.client_state is WebSocketState.CONNECTED:
-            try:
-                await self.ws.close(code, reason)
-            except Exception:
-                logger.debug("close on a closed socket")
+        await self.send_text(wire.clear(self.stream_sid))
 
 
 async def handle(ws: WebSocket, rt: IngressRuntime) -> None:

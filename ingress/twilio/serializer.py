@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.protocol import ProtocolError, UnknownMessage
+from ingress.protocol import ProtocolError, UnknownMessage, json_object
 
 MULAW_RATE = 8000
 
@@ -69,12 +69,7 @@ def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
 
 def parse(text: str | bytes) -> TwilioEvent:
     """One websocket text message → a typed event. Raises ProtocolError / UnknownMessage."""
-    try:
-        msg = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(1007, f"invalid JSON: {exc.msg if hasattr(exc, 'msg') else exc}", "invalid_json") from exc
-    if not isinstance(msg, dict):
-        raise ProtocolError(1007, "message is not a JSON object", "invalid_json")
+    msg = json_object(text)
     event = msg.get("event")
     sid = str(msg.get("streamSid", ""))
     if event == "media":

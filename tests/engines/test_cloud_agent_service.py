@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -58,12 +59,9 @@ async def collect(settings: ServiceSettings, topic: Topic, done: Callable[[list[
     return records
 
 
-def ended(turn: int) -> Callable[[list[AgentReply]], bool]:
-    return lambda rs: any(r.turn_seq == turn and r.kind is ReplyKind.END for r in rs)
-
-
-async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishes_usage_and_fallbacks(
-        broker, llm, tmp_path):
+@asynccontextmanager
+async def agent_service(broker, llm, tmp_path) -> AsyncIterator[tuple[ServiceSettings, Publisher]]:
+    """The agent as its own process on the broker, pointed at the local LLM by environment alone."""
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"e{uuid.uuid4().hex[:8]}.")
     env = {"SWITCHBOARD_AGENT_ENGINE": "openai", "SWITCHBOARD_LLM_BASE_URL": llm.url,
            "SWITCHBOARD_LLM_API_KEY": "sk-test", "SWITCHBOARD_LLM_RETRIES": "0"}
@@ -74,7 +72,19 @@ async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishe
     try:
         await asyncio.to_thread(stack.wait_ready, 120)
         await producer.start()
-        pub = Publisher(settings, producer, "test")
+        yield settings, Publisher(settings, producer, "test")
+    finally:
+        await producer.stop()
+        await asyncio.to_thread(stack.stop)
+
+
+def ended(turn: int) -> Callable[[list[AgentReply]], bool]:
+    return lambda rs: any(r.turn_seq == turn and r.kind is ReplyKind.END for r in rs)
+
+
+async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishes_usage_and_fallbacks(
+        broker, llm, tmp_path):
+    async with agent_service(broker, llm, tmp_path) as (settings, pub):
         corr = Correlation.new_call("c1", "s-c1", "clinic")
         llm.then(Say(["Sure. ", "Tuesday works."], usage=(120, 9)), Fail(500))
         await (await pub.send(CallEvent("c1", "s-c1", CallEventKind.CALL_STARTED, 1, "twilio", "clinic", "en-US",
@@ -99,23 +109,11 @@ async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishe
         events = await collect(settings, CALLS, lambda rs: any(e.kind is CallEventKind.ENGINE_FALLBACK for e in rs))
         fallback = next(e for e in events if e.kind is CallEventKind.ENGINE_FALLBACK)
         assert fallback.attributes == {"stage": "agent", "from": "openai", "to": "policy"} and fallback.turn_seq == 2
-    finally:
-        await producer.stop()
-        await asyncio.to_thread(stack.stop)
+
 
 
 async def test_a_barge_in_cuts_a_streaming_llm_reply_short_in_the_running_service(broker, llm, tmp_path):
-    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"e{uuid.uuid4().hex[:8]}.")
-    env = {"SWITCHBOARD_AGENT_ENGINE": "openai", "SWITCHBOARD_LLM_BASE_URL": llm.url,
-           "SWITCHBOARD_LLM_API_KEY": "sk-test", "SWITCHBOARD_LLM_RETRIES": "0"}
-    stack = Stack(settings, ingress_port=free_port(), run_dir=tmp_path, only=("agent",), extra_env=env)
-    stack._next_metrics_port = free_port()
-    await asyncio.to_thread(stack.start, False)
-    producer = make_producer(settings)
-    try:
-        await asyncio.to_thread(stack.wait_ready, 120)
-        await producer.start()
-        pub = Publisher(settings, producer, "test")
+    async with agent_service(broker, llm, tmp_path) as (settings, pub):
         corr = Correlation.new_call("c2", "s-c2", "clinic")
         # ten sentences, 0.4 s apart: four seconds of streaming unless something stops it
         llm.then(Say([f"Sentence number {i}. " for i in range(10)], delay=0.4))
@@ -136,6 +134,4 @@ async def test_a_barge_in_cuts_a_streaming_llm_reply_short_in_the_running_servic
         assert 1 <= len(sentences) < 5, sentences  # cut short, not played to the end
         assert not any(r.turn_seq == 7 and r.kind is ReplyKind.END for r in replies)
         assert llm.requests[-1].disconnected, "the HTTP stream to the LLM was left open"
-    finally:
-        await producer.stop()
-        await asyncio.to_thread(stack.stop)
+
