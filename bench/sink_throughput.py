@@ -135,17 +135,6 @@ class TimedSink(Sink):
         await super().add(*args)
 
 
-async def caught_up(sink: Sink) -> bool:
-    parts = sink.consumer.assignment()
-    if not parts:
-        return False
-    ends = await sink.consumer.end_offsets(list(parts))
-    for tp in parts:
-        if (await sink.consumer.committed(tp) or 0) < ends[tp]:
-            return False
-    return True
-
-
 def sink_settings(base: ServiceSettings, dsn: str, db: str, args: argparse.Namespace) -> SinkSettings:
     return SinkSettings(kafka_bootstrap=base.kafka_bootstrap, topic_prefix=base.topic_prefix, clickhouse_dsn=dsn,
                         clickhouse_database=db, batch_max_rows=args.batch_rows, batch_max_seconds=args.batch_seconds,
@@ -163,7 +152,7 @@ async def throughput(base: ServiceSettings, dsn: str, args: argparse.Namespace) 
     sink = TimedSink(sink_settings(settings, dsn, db, args), store)
     task = asyncio.create_task(sink.run())
     cpu0 = time.process_time()
-    while not await caught_up(sink):
+    while not await sink.caught_up():
         await asyncio.sleep(0.05)
     end = time.perf_counter()
     cpu = time.process_time() - cpu0  # every thread of this process: event loop, insert thread, chDB engine

@@ -211,3 +211,19 @@ async def pumped(produce: Callable[[Callable[[T], None]], Awaitable[None]],
 @dataclass(frozen=True, slots=True)
 class _Raised:
     exc: Exception
+
+
+def guarded_stream(guard: EngineGuard, source: Callable[[], AsyncIterator[T]], first_s: float,
+            next_s: float) -> AsyncIterator[T]:
+    """A primary engine's stream through its breaker, with deadlines on the first and each next
+    item, yielded as it comes. Any failure (breaker open, deadline, error) is raised to the caller,
+    which switches to its fallback."""
+
+    async def produce(emit: Callable[[T], None]) -> None:
+        async def drain() -> None:
+            async for item in with_deadlines(source(), first_s, next_s):
+                emit(item)
+
+        await guard.call(drain)
+
+    return pumped(produce)

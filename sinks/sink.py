@@ -81,6 +81,17 @@ class Sink:
         self.buffer = Buffer()
         self._stopping = asyncio.Event()
 
+    async def caught_up(self) -> bool:
+        """Every assigned partition committed up to its end: all that was produced is in ClickHouse."""
+        parts = self.consumer.assignment()
+        if not parts:
+            return False
+        ends = await self.consumer.end_offsets(list(parts))
+        for tp in parts:
+            if (await self.consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+
     def stop(self) -> None:
         self._stopping.set()
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from processors.agent.engine import ENDED, Agent
-from processors.resilience import FALLBACKS, EngineGuard, Fallback, Journal, describe, pumped, with_deadlines
+from processors.resilience import FALLBACKS, EngineGuard, Fallback, Journal, describe, guarded_stream
 from switchboard.records import DialogState
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,11 @@ class ResilientAgent:
                 yield sentence
             return
 
-        async def produce(emit: Callable[[str], None]) -> None:
-            async def drain() -> None:
-                async for s in with_deadlines(speak(self.primary), self.first_sentence_s, self.next_sentence_s):
-                    emit(s)
-
-            await self.guard.call(drain)
-
         try:
-            async for sentence in pumped(produce):
+            primary = guarded_stream(
+                self.guard, lambda: speak(self.primary), self.first_sentence_s, self.next_sentence_s
+            )
+            async for sentence in primary:
                 yield sentence
         except Exception as exc:
             self._switch(state, describe(exc))

@@ -13,11 +13,11 @@ are free) and fallbacks are noted in the journal for the processor to publish.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import numpy as np
 
-from processors.resilience import FALLBACKS, EngineGuard, Fallback, Journal, Usage, describe, pumped, with_deadlines
+from processors.resilience import FALLBACKS, EngineGuard, Fallback, Journal, Usage, describe, guarded_stream
 from processors.tts.engine import TextToSpeech
 from processors.tts.phrase_cache import PhraseCache
 
@@ -88,17 +88,14 @@ class ResilientTts:
                 yield audio
             return
 
-        async def produce(emit: Callable[[np.ndarray], None]) -> None:
-            async def drain() -> None:
-                async for audio in with_deadlines(
-                    self._speak(call_id, self.primary, name, text), self.first_audio_s, self.next_audio_s
-                ):
-                    emit(audio)
-
-            await self.guard.call(drain)
-
         try:
-            async for audio in pumped(produce):
+            primary = guarded_stream(
+                self.guard,
+                lambda: self._speak(call_id, self.primary, name, text),
+                self.first_audio_s,
+                self.next_audio_s,
+            )
+            async for audio in primary:
                 yield audio
         except Exception as exc:
             self._switch(call_id, describe(exc))

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sinks.settings import SinkSettings
-from sinks.sink import Sink
 from sinks.store import Store
 from switchboard import records as r
 from switchboard.settings import ServiceSettings
@@ -166,12 +165,3 @@ def sink_settings(bus: ServiceSettings, store: Store, **kw: Any) -> SinkSettings
                         query_port=0, sink_group_id=f"sink-{uuid.uuid4().hex[:6]}", **kw)
 
 
-async def caught_up(sink: Sink) -> bool:
-    parts = sink.consumer.assignment()
-    if not parts:
-        return False
-    ends = await sink.consumer.end_offsets(list(parts))
-    for tp in parts:
-        if (await sink.consumer.committed(tp) or 0) < ends[tp]:
-            return False
-    return True

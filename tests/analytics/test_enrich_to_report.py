@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from calls_data import caught_up, known_calls, sink_settings
+from calls_data import known_calls, sink_settings
 
 from processors.enrich.logic import Enricher
 from processors.enrich.settings import EnrichSettings
@@ -41,7 +41,7 @@ async def test_enriched_calls_reach_clickhouse_and_the_report_command_prints_the
         for _ in range(300):
             _, rows = store.query(
                 "SELECT call_id, outcome, intent FROM calls FINAL WHERE summary != '' ORDER BY call_id")
-            if len(rows) == 4 and await caught_up(sink):
+            if len(rows) == 4 and await sink.caught_up():
                 break
             assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
             await asyncio.sleep(0.2)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from calls_data import CARD, caught_up, known_calls, sink_settings
+from calls_data import CARD, known_calls, sink_settings
 
 from sinks.report import StoreReader, run_reports
 from sinks.sink import INPUTS, Sink
@@ -45,7 +45,7 @@ async def run_until_caught_up(sink: Sink, timeout_s: float = 45.0) -> None:
     task = asyncio.create_task(sink.run())
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while not await caught_up(sink):
+        while not await sink.caught_up():
             assert not task.done(), task.exception()
             assert asyncio.get_running_loop().time() < deadline, "sink did not catch up"
             await asyncio.sleep(0.2)
