@@ -31,11 +31,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
-from sinks.rows import COLUMNS, RowBuilder
+from sinks.batch import Batch
+from sinks.landing import PASSTHROUGH
+from sinks.rows import RowBuilder
 from sinks.settings import SinkSettings
 from sinks.sink import Sink
 from sinks.store import Store
+from sinks.writer import write
 from switchboard import codec
 from switchboard import records as r
 from switchboard.broker import EmbeddedBroker
@@ -43,6 +47,7 @@ from switchboard.bus import create_topics, topic_name
 from switchboard.settings import ServiceSettings
 from switchboard.topics import topic_for
 
+FACTS = ("events", "turns", "transcripts", "engine_usage", "call_summaries")  # the tables records land in
 TEXTS = ("I'd like to book an appointment for Tuesday at 3 PM please.",
          "My card number is 4111 1111 1111 1111 and my email is jane.doe@example.com.",
          "Yes, that works for me, thank you.")
@@ -98,41 +103,43 @@ async def produce_backlog(settings: ServiceSettings, n_records: int) -> int:
     return sent
 
 
-def insert_path(store: Store, redactor: Any, batch_rows: int, batches: int) -> float:
-    """Sustained rows/s of the insert path alone (what ``Sink._write`` does per flush: one insert per
-    table and the calls rebuild), on rows built beforehand, so Kafka and Avro decoding are left out."""
+async def insert_path(store: Store, redactor: Any, batch_rows: int, batches: int) -> float:
+    """Sustained rows/s of the write alone (what ``Sink.flush`` hands to ``sinks.writer.write``: one
+    insert per table, one Avro insert per landing table, the calls rebuild) on batches prepared
+    beforehand, so Kafka, Avro decoding and redaction are left out."""
     builder = RowBuilder(redactor)
     prepared = []
     call, offset, now = 10**6, 0, r.now_us()
     for _ in range(batches):
-        tables: dict[str, list[tuple[Any, ...]]] = {}
-        ids: set[str] = set()
-        n = 0
-        while n < batch_rows:
+        batch = Batch()
+        while batch.count < batch_rows:
             for rec in call_records(call, now):
-                rows = builder.build(rec, 0, offset)
+                value = codec.encode(rec)
+                msg = ConsumerRecord("bench", 0, offset, 0, 0, rec.call_id.encode(), value, None, 0, len(value), [])
+                if type(rec) in PASSTHROUGH:
+                    batch.add_landed(type(rec), [msg])
+                else:
+                    batch.add_rows(msg, builder.build(rec, 0, offset))
                 offset += 1
-                for table, trows in rows.tables.items():
-                    tables.setdefault(table, []).extend(trows)
-                    n += len(trows)
-            ids.add(f"bench-{call}")
             call += 1
-        prepared.append((tables, ids, n))
+        prepared.append(batch)
+
+    async def refuse(msg: ConsumerRecord, error: str) -> None:
+        raise RuntimeError(error)
+
     t0 = time.perf_counter()
-    for tables, ids, _ in prepared:
-        for table, trows in tables.items():
-            store.insert(table, COLUMNS[table], trows)
-        store.rebuild_calls(ids)
-    return sum(n for _, _, n in prepared) / (time.perf_counter() - t0)
+    for batch in prepared:
+        await write(store, batch, refuse)
+    return sum(b.count for b in prepared) / (time.perf_counter() - t0)
 
 
 class TimedSink(Sink):
     first_record: float | None = None
 
-    async def add(self, *args: Any) -> None:
+    async def add_many(self, *args: Any) -> None:
         if self.first_record is None:
             self.first_record = time.perf_counter()
-        await super().add(*args)
+        await super().add_many(*args)
 
 
 def sink_settings(base: ServiceSettings, dsn: str, db: str, args: argparse.Namespace) -> SinkSettings:
@@ -158,9 +165,9 @@ async def throughput(base: ServiceSettings, dsn: str, args: argparse.Namespace) 
     cpu = time.process_time() - cpu0  # every thread of this process: event loop, insert thread, chDB engine
     sink.stop()
     await task
-    rows = sum(store.query(f"SELECT count() FROM {t} FINAL")[1][0][0] for t in COLUMNS)
+    rows = sum(store.query(f"SELECT count() FROM {t} FINAL")[1][0][0] for t in FACTS)
     assert sink.first_record is not None
-    insert_only = insert_path(store, sink.settings.redactor(), args.batch_rows, args.insert_batches)
+    insert_only = await insert_path(store, sink.settings.redactor(), args.batch_rows, args.insert_batches)
     store.client.command(f"DROP DATABASE {db}")
     store.close()
     return {"records": produced, "rows": rows, "seconds": end - sink.first_record,

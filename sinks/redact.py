@@ -29,7 +29,8 @@ SSN_CONTEXT = re.compile(r"\b(social|ssn|security)\b", re.I)
 PHONE_CONTEXT = re.compile(r"\b(phone|number|call|reach|cell|mobile|contact|text)\b", re.I)
 BIRTH_CONTEXT = re.compile(r"\b(born|birth|dob|d\.o\.b|birthday)\b", re.I)
 
-TLDS = r"(?:com|net|org|edu|gov|io|co|uk|us|ca|de|fr|info|biz|me)"
+TLD_WORDS = ("com", "net", "org", "edu", "gov", "io", "co", "uk", "us", "ca", "de", "fr", "info", "biz", "me")
+TLDS = "(?:" + "|".join(TLD_WORDS) + ")"
 _SEP = r"\s*(?:\.|\bdot\b|_|\bunderscore\b|-|\bdash\b)\s*"
 EMAIL_WRITTEN = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 EMAIL_SPOKEN = re.compile(
@@ -69,6 +70,7 @@ DIGIT = re.compile(r"\d")
 DATE_HINT = re.compile(r"\d[/.-]\d")
 MONTH_WORDS = frozenset(MONTHS) | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 ORDINAL_WORDS = frozenset(ORDINALS)
+TLDS_SPOKEN = frozenset(TLD_WORDS)  # "dot com": a spoken address always ends in one of these words
 
 
 @dataclass(slots=True)
@@ -94,7 +96,7 @@ class Redactor:
         tokens = WORD.findall(text.lower())
         digits = len(DIGIT.findall(text))
         number_words = sum(1 for t in tokens if t in NUMBER_WORDS)
-        if EMAIL in self.kinds and ("@" in text or "at" in tokens):
+        if EMAIL in self.kinds and ("@" in text or ("at" in tokens and not TLDS_SPOKEN.isdisjoint(tokens))):
             found += [(m.start(), m.end(), EMAIL) for m in EMAIL_WRITTEN.finditer(text)]
             found += [(m.start(), m.end(), EMAIL) for m in EMAIL_SPOKEN.finditer(text)]
         if DOB in self.kinds and (digits or number_words or ORDINAL_WORDS.intersection(tokens)) and (

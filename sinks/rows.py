@@ -1,4 +1,7 @@
-"""Bus records → table rows, redacted. Pure functions of (record, Kafka coordinates)."""
+"""Bus records → table rows, redacted. Pure functions of (record, Kafka coordinates).
+
+Only records with text to redact are built here; the others are decoded and turned
+into rows by ClickHouse itself (``sinks.landing``)."""
 
 from __future__ import annotations
 
@@ -8,25 +11,16 @@ from typing import Any
 
 from sinks.redact import Redactor, caller_hash, mask_caller
 from switchboard import records as r
-from switchboard.records import Timings
 
 EVENTS = ("ts", "call_id", "source", "kind", "turn_seq", "session_id", "agent_id", "channel", "language",
           "ingress_node", "caller", "caller_hash", "reason", "value_ms", "attributes", "kafka_partition",
           "kafka_offset")
-TIMESTAMPS = ("speech_start", "speech_end", "turn_detected", "stt_started", "stt_finished", "agent_started",
-              "agent_first_sentence", "tts_started", "tts_first_audio", "egress_first_audio")
-TURNS = ("call_id", "turn_seq", "ts", *TIMESTAMPS, "response_ms", "processing_ms", "turn_detection_ms", "stt_ms",
-         "agent_ms", "tts_ms", "bus_overhead_ms", "kafka_partition", "kafka_offset")
 TRANSCRIPTS = ("ts", "call_id", "turn_seq", "speaker", "seq", "text", "redactions", "language", "engine", "intent",
                "confidence", "audio_ms", "kafka_partition", "kafka_offset")
-USAGE = ("ts", "call_id", "turn_seq", "stage", "engine", "llm_tokens_in", "llm_tokens_out", "stt_audio_seconds",
-         "tts_characters", "cost_usd", "kafka_partition", "kafka_offset")
 SUMMARIES = ("call_id", "ts", "summary", "intent", "outcome", "goal_reached", "handed_off", "sentiment", "caller_turns",
              "turn_sentiment", "model", "kafka_partition", "kafka_offset")
 
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "events": EVENTS, "turns": TURNS, "transcripts": TRANSCRIPTS, "engine_usage": USAGE, "call_summaries": SUMMARIES,
-}
+COLUMNS: dict[str, tuple[str, ...]] = {"events": EVENTS, "transcripts": TRANSCRIPTS, "call_summaries": SUMMARIES}
 REACTION = re.compile(r"reaction\s+(\d+(?:\.\d+)?)\s*ms")
 DIGITS = re.compile(r"\d")
 
@@ -40,10 +34,6 @@ class Rows:
 
     def add(self, table: str, row: tuple[Any, ...]) -> None:
         self.tables.setdefault(table, []).append(row)
-
-
-def _ms(end: int | None, start: int | None) -> float | None:
-    return None if end is None or start is None else (end - start) / 1000.0
 
 
 class RowBuilder:
@@ -73,13 +63,6 @@ class RowBuilder:
             caller_hash(e.caller_number, self.salt) if started else "", self.redactor(reason), value_ms, attrs, p, o,
         ))
 
-    def _TurnEvent(self, out: Rows, e: r.TurnEvent, p: int, o: int) -> None:
-        reason = f"cancelled turn {e.cancelled_turn_seq}" if e.cancelled_turn_seq is not None else ""
-        out.add("events", (
-            e.ts_us, e.call_id, "turns", e.kind.value, e.turn_seq, "", "", "", "", "", "", "", reason,
-            _ms(e.speech_end_us, e.speech_start_us), {}, p, o,
-        ))
-
     def _Transcript(self, out: Rows, t: r.Transcript, p: int, o: int) -> None:
         if t.kind is not r.TranscriptKind.FINAL:
             return  # partials are for the live pipeline; the final one is the record of the turn
@@ -101,22 +84,6 @@ class RowBuilder:
                 a.ts_us, a.call_id, "replies", "reply_cancelled", a.turn_seq, "", "", "", "", "", "", "", "", None, {},
                 p, o,
             ))
-
-    def _TurnLatency(self, out: Rows, lat: r.TurnLatency, p: int, o: int) -> None:
-        t = lat.timings or Timings()
-        stamps = (t.speech_start_us, t.speech_end_us, t.turn_detected_us, t.stt_started_us, t.stt_finished_us,
-                  t.agent_started_us, t.agent_first_sentence_us, t.tts_started_us, t.tts_first_audio_us,
-                  t.egress_first_audio_us)
-        out.add("turns", (
-            lat.call_id, lat.turn_seq, lat.ts_us, *stamps, lat.response_ms, lat.processing_ms,
-            _ms(t.turn_detected_us, t.speech_end_us), lat.stt_ms, lat.agent_ms, lat.tts_ms, lat.bus_overhead_ms, p, o,
-        ))
-
-    def _EngineUsage(self, out: Rows, u: r.EngineUsage, p: int, o: int) -> None:
-        out.add("engine_usage", (
-            u.ts_us, u.call_id, u.turn_seq, u.stage, u.engine, max(0, u.llm_tokens_in), max(0, u.llm_tokens_out),
-            u.stt_audio_seconds, max(0, u.tts_characters), u.cost_usd, p, o,
-        ))
 
     def _CallSummary(self, out: Rows, s: r.CallSummary, p: int, o: int) -> None:
         turn_sentiment = {int(k): float(v) for k, v in s.turn_sentiment.items() if k.lstrip("-").isdigit()}

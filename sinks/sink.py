@@ -5,6 +5,10 @@ Exactly once in effect: a crash between insert and commit redelivers the batch,
 and the facts tables (ReplacingMergeTree keyed by the record's Kafka
 coordinates) collapse the repeated rows; ``calls`` is recomputed from the
 deduplicated facts, so recomputing it again changes nothing.
+
+Records with text (transcripts, replies, call events, summaries, dead letters)
+are decoded and redacted here; the others go to ClickHouse undecoded, which
+turns them into rows itself (``sinks.landing``).
 """
 
 from __future__ import annotations
@@ -12,18 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from clickhouse_connect.driver.exceptions import OperationalError
 
 from sinks import metrics as sink_metrics
-from sinks.rows import COLUMNS, RowBuilder
+from sinks.batch import Batch
+from sinks.landing import PASSTHROUGH
+from sinks.rows import RowBuilder
 from sinks.settings import SinkSettings
 from sinks.store import Store
+from sinks.writer import write
 from switchboard import codec, metrics
 from switchboard.bus import Publisher, make_consumer, make_producer, topic_name
 from switchboard.topics import CALLS, DEADLETTER, LATENCY, REPLIES, SUMMARIES, TRANSCRIPTS, TURNS, USAGE, Topic
@@ -31,23 +35,6 @@ from switchboard.topics import CALLS, DEADLETTER, LATENCY, REPLIES, SUMMARIES, T
 logger = logging.getLogger(__name__)
 SERVICE = "sink"
 INPUTS: tuple[Topic, ...] = (CALLS, TURNS, TRANSCRIPTS, REPLIES, LATENCY, USAGE, DEADLETTER, SUMMARIES)
-CALL_FACTS = frozenset({"events", "engine_usage", "call_summaries"})  # the tables `calls` is computed from
-
-
-@dataclass(slots=True)
-class Buffer:
-    """Rows waiting for the next flush, with the records they came from (for dead-lettering one bad row)."""
-
-    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-    origins: dict[str, list[ConsumerRecord]] = field(default_factory=dict)
-    call_ids: set[str] = field(default_factory=set)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    produced_ms: list[int] = field(default_factory=list)
-    count: int = 0
-    since: float = 0.0  # monotonic time of the oldest unflushed record
-
-    def empty(self) -> bool:
-        return not self.offsets
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -61,9 +48,10 @@ class _Rebalance(ConsumerRebalanceListener):
             await self.sink.flush(retry=False)
         except Exception:
             logger.warning("flush on revoke failed; the next owner will redo the batch", exc_info=True)
-            self.sink.buffer = Buffer()
+            self.sink.buffer = Batch()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.sink._committed.clear()  # another owner may have committed in between
         metrics.ASSIGNED_PARTITIONS.labels(SERVICE).set(len(assigned))
         logger.info("partitions assigned", extra={"fields": {"partitions": len(assigned)}})
 
@@ -78,7 +66,9 @@ class Sink:
         self.publisher = Publisher(settings, self.producer, SERVICE)
         self.by_name = {topic_name(settings, t): t for t in INPUTS}
         self._consumed = {t.name: metrics.RECORDS_CONSUMED.labels(SERVICE, t.name) for t in INPUTS}
-        self.buffer = Buffer()
+        self.buffer = Batch()
+        self._inflight: asyncio.Task[None] | None = None  # the write of the previous batch
+        self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
 
     async def caught_up(self) -> bool:
@@ -88,7 +78,10 @@ class Sink:
             return False
         ends = await self.consumer.end_offsets(list(parts))
         for tp in parts:
-            if (await self.consumer.committed(tp) or 0) < ends[tp]:
+            # what this sink committed, else (one request per partition) what an earlier owner did
+            if tp not in self._committed:
+                self._committed[tp] = await self.consumer.committed(tp) or 0
+            if self._committed[tp] < ends[tp]:
                 return False
         return True
 
@@ -108,15 +101,12 @@ class Sink:
                     wait_ms = max(0, min(wait_ms, int(left * 1000)))
                 batch = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.fetch_max_records)
                 for tp, msgs in batch.items():
-                    topic = self.by_name[tp.topic]
-                    for msg in msgs:
-                        await self.add(topic, tp, msg)
+                    await self.add_many(self.by_name[tp.topic], tp, msgs)
                 if self._due():
-                    await self.flush()
+                    await self._flush_behind()
         finally:
             try:
-                if not self.buffer.empty():
-                    await self.flush(retry=False)
+                await self.flush(retry=False)
             except Exception:
                 logger.warning("final flush failed; the batch will be redelivered", exc_info=True)
             finally:
@@ -131,25 +121,29 @@ class Sink:
         return b.count >= self.settings.batch_max_rows or time.monotonic() - b.since >= self.settings.batch_max_seconds
 
     async def add(self, topic: Topic, tp: TopicPartition, msg: ConsumerRecord) -> None:
-        """Buffer one record's rows; a record we cannot read goes to the dead-letter topic."""
-        self._consumed[topic.name].inc()
-        b = self.buffer
-        if b.empty():
-            b.since = time.monotonic()
-        b.offsets[tp] = msg.offset + 1
-        try:
-            record = codec.decode(topic.record, msg.value)
-            rows = self.builder.build(record, msg.partition, msg.offset)
-        except Exception as exc:
-            await self._reject(topic, msg, f"{type(exc).__name__}: {exc}")
+        await self.add_many(topic, tp, [msg])
+
+    async def add_many(self, topic: Topic, tp: TopicPartition, msgs: list[ConsumerRecord]) -> None:
+        """Buffer records of one partition; a record we cannot read goes to the dead-letter topic."""
+        if not msgs:
             return
-        for table, table_rows in rows.tables.items():
-            b.rows.setdefault(table, []).extend(table_rows)
-            b.origins.setdefault(table, []).extend([msg] * len(table_rows))
-            b.count += len(table_rows)
-        if rows.call_id and not CALL_FACTS.isdisjoint(rows.tables):
-            b.call_ids.add(rows.call_id)
-        b.produced_ms.append(msg.timestamp)
+        self._consumed[topic.name].inc(len(msgs))
+        if topic.record in PASSTHROUGH:
+            self.buffer.add_landed(topic.record, msgs)
+        else:
+            for msg in msgs:
+                try:
+                    rows = self.builder.build(codec.decode(topic.record, msg.value), msg.partition, msg.offset)
+                except Exception as exc:
+                    await self._reject(topic, msg, f"{type(exc).__name__}: {exc}")
+                    continue
+                self.buffer.add_rows(msg, rows)
+        # Marked last: a rebalance may flush while a dead letter is sent, and must not commit
+        # offsets of records not yet buffered (the opposite only makes a duplicate, which collapses).
+        self.buffer.consumed(tp, msgs[-1].offset, time.monotonic())
+
+    async def _reject_written(self, msg: ConsumerRecord, error: str) -> None:
+        await self._reject(self.by_name[msg.topic], msg, error)
 
     async def _reject(self, topic: Topic, msg: ConsumerRecord, error: str) -> None:
         if topic is DEADLETTER:
@@ -159,15 +153,40 @@ class Sink:
             return
         await self.publisher.dead_letter(msg, error)
 
+    async def _flush_behind(self) -> None:
+        """Hand the buffer to a background write and go on consuming: ClickHouse inserts (with the
+        GIL released) while the next batch is read. One write in flight at most, so the offset
+        commits stay in order and memory holds two batches at most."""
+        await self._settle()
+        batch, self.buffer = self.buffer, Batch()
+        self._inflight = asyncio.create_task(self._write_and_commit(batch, retry=True))
+
     async def flush(self, retry: bool = True) -> None:
-        """Insert the buffer, then commit its offsets. Retries while ClickHouse is unavailable."""
-        b = self.buffer
+        """Write everything buffered (after the write in flight, if any) and commit its offsets."""
+        await self._settle()
+        batch, self.buffer = self.buffer, Batch()
+        await self._write_and_commit(batch, retry)
+
+    async def _settle(self) -> None:
+        task, self._inflight = self._inflight, None
+        if task is None:
+            return
+        try:
+            await task
+        except BaseException:
+            # Its records were not committed, so nothing read after them may be: drop the buffer
+            # and let the next owner of the partitions read both batches again.
+            self.buffer = Batch()
+            raise
+
+    async def _write_and_commit(self, b: Batch, retry: bool) -> None:
+        """Insert the batch, then commit its offsets. Retries while ClickHouse is unavailable."""
         if b.empty():
             return
         started = time.monotonic()
         while True:
             try:
-                await self._write(b)
+                await write(self.store, b, self._reject_written)
                 break
             except Exception:
                 sink_metrics.FLUSH_FAILURES.inc()
@@ -179,43 +198,12 @@ class Sink:
             await asyncio.sleep(self.settings.commit_delay_s)
         try:
             await self.consumer.commit(dict(b.offsets))
+            self._committed.update(b.offsets)
         except KafkaError:
             # Rows are in; the redelivered records will be collapsed by the deduplicating tables.
             logger.warning("offset commit failed after insert; duplicates will collapse", exc_info=True)
         now_ms = time.time() * 1000
-        for ts in b.produced_ms[:: max(1, len(b.produced_ms) // 100)]:  # a sample is enough for a histogram
+        for ts in b.timestamps():  # a sample is enough for a histogram
             sink_metrics.FRESHNESS.observe(max(0.0, now_ms - ts) / 1000)
         sink_metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
         sink_metrics.BATCH_ROWS.observe(b.count)
-        if b is self.buffer:
-            self.buffer = Buffer()
-
-    async def _write(self, b: Buffer) -> None:
-        for table, rows in b.rows.items():
-            try:
-                await asyncio.to_thread(self.store.insert, table, COLUMNS[table], rows)
-            except OperationalError:
-                raise
-            except Exception as exc:
-                # Maybe one bad row: find it row by row, dead-letter it, keep the rest.
-                good = await self._insert_one_by_one(table, rows, b.origins[table], exc)
-                b.rows[table], b.origins[table] = [row for row, _ in good], [msg for _, msg in good]
-            sink_metrics.ROWS_INSERTED.labels(table).inc(len(rows))
-        await asyncio.to_thread(self.store.rebuild_calls, b.call_ids)
-
-    async def _insert_one_by_one(
-        self, table: str, rows: list[tuple[Any, ...]], origins: list[ConsumerRecord], first: Exception
-    ) -> list[tuple[tuple[Any, ...], ConsumerRecord]]:
-        bad: list[tuple[ConsumerRecord, str]] = []
-        good: list[tuple[tuple[Any, ...], ConsumerRecord]] = []
-        for row, msg in zip(rows, origins, strict=True):
-            try:
-                await asyncio.to_thread(self.store.insert, table, COLUMNS[table], [row])
-                good.append((row, msg))
-            except Exception as exc:
-                bad.append((msg, f"insert into {table}: {type(exc).__name__}: {exc}"))
-        if not good:
-            raise first  # every row failed: the database is the problem, not the data
-        for msg, error in bad:
-            await self._reject(self.by_name[msg.topic], msg, error)
-        return good

@@ -165,3 +165,61 @@ PARTITION BY toYYYYMM(started_at)
 ORDER BY call_id
 TTL toDateTime(started_at) + INTERVAL {retention_days} DAY
 COMMENT 'one row per call, recomputed from the deduplicated facts whenever one of its records arrives';
+
+-- Turn events, turn latencies and engine usage hold no free text: the sink inserts their Avro
+-- values untouched into Null-engine landing tables (named by a fingerprint of the .avsc, see
+-- sinks/landing.py) and these views build the rows inside ClickHouse.
+CREATE MATERIALIZED VIEW IF NOT EXISTS {turn_events_landing}_to_events TO events AS
+SELECT
+    fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
+    call_id,
+    'turns'                                                                   AS source,
+    kind,
+    turn_seq,
+    if(cancelled_turn_seq IS NULL, '', concat('cancelled turn ', toString(cancelled_turn_seq))) AS reason,
+    (speech_end_us - speech_start_us) / 1000.0                                AS value_ms,
+    kafka_partition,
+    kafka_offset
+FROM {turn_events_landing};
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {turn_latency_landing}_to_turns TO turns AS
+SELECT
+    call_id,
+    turn_seq,
+    fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
+    fromUnixTimestamp64Micro(timings.speech_start_us, 'UTC')                  AS speech_start,
+    fromUnixTimestamp64Micro(timings.speech_end_us, 'UTC')                    AS speech_end,
+    fromUnixTimestamp64Micro(timings.turn_detected_us, 'UTC')                 AS turn_detected,
+    fromUnixTimestamp64Micro(timings.stt_started_us, 'UTC')                   AS stt_started,
+    fromUnixTimestamp64Micro(timings.stt_finished_us, 'UTC')                  AS stt_finished,
+    fromUnixTimestamp64Micro(timings.agent_started_us, 'UTC')                 AS agent_started,
+    fromUnixTimestamp64Micro(timings.agent_first_sentence_us, 'UTC')          AS agent_first_sentence,
+    fromUnixTimestamp64Micro(timings.tts_started_us, 'UTC')                   AS tts_started,
+    fromUnixTimestamp64Micro(timings.tts_first_audio_us, 'UTC')               AS tts_first_audio,
+    fromUnixTimestamp64Micro(timings.egress_first_audio_us, 'UTC')            AS egress_first_audio,
+    response_ms,
+    processing_ms,
+    (timings.turn_detected_us - timings.speech_end_us) / 1000.0               AS turn_detection_ms,
+    stt_ms,
+    agent_ms,
+    tts_ms,
+    bus_overhead_ms,
+    kafka_partition,
+    kafka_offset
+FROM {turn_latency_landing};
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {engine_usage_landing}_to_engine_usage TO engine_usage AS
+SELECT
+    fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
+    call_id,
+    turn_seq,
+    stage,
+    engine,
+    toUInt32(greatest(0, llm_tokens_in))                                      AS llm_tokens_in,
+    toUInt32(greatest(0, llm_tokens_out))                                     AS llm_tokens_out,
+    stt_audio_seconds,
+    toUInt32(greatest(0, tts_characters))                                     AS tts_characters,
+    cost_usd,
+    kafka_partition,
+    kafka_offset
+FROM {engine_usage_landing};

@@ -11,13 +11,17 @@ Day D+1:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
+
 from sinks.settings import SinkSettings
 from sinks.store import Store
+from switchboard import codec
 from switchboard import records as r
 from switchboard.settings import ServiceSettings
 from switchboard.topics import CALLS, LATENCY, REPLIES, SUMMARIES, TRANSCRIPTS, TURNS, USAGE, Topic
@@ -141,22 +145,27 @@ def exact(values: list[float], q: float) -> float:
 
 
 def load(store: Any, records: list[tuple[Topic, Any]]) -> None:
-    """Write records the way the sink does (rows, insert, calls rebuild), minus Kafka."""
+    """Write records the way the sink does (rows built or landed, insert, calls rebuild), minus Kafka."""
+    from sinks.batch import Batch
+    from sinks.landing import PASSTHROUGH
     from sinks.redact import Redactor
-    from sinks.rows import COLUMNS, RowBuilder
+    from sinks.rows import RowBuilder
+    from sinks.writer import write
 
     builder = RowBuilder(Redactor())
-    tables: dict[str, list[tuple[Any, ...]]] = {}
-    ids: set[str] = set()
-    for offset, (_topic, record) in enumerate(records):
-        rows = builder.build(record, 0, offset)
-        for table, table_rows in rows.tables.items():
-            tables.setdefault(table, []).extend(table_rows)
-        if rows.call_id:
-            ids.add(rows.call_id)
-    for table, table_rows in tables.items():
-        store.insert(table, COLUMNS[table], table_rows)
-    store.rebuild_calls(ids)
+    batch = Batch()
+    for offset, (topic, record) in enumerate(records):
+        value = codec.encode(record)
+        msg = ConsumerRecord(topic.name, 0, offset, 0, 0, record.call_id.encode(), value, None, 0, len(value), [])
+        if type(record) in PASSTHROUGH:
+            batch.add_landed(type(record), [msg])
+        else:
+            batch.add_rows(msg, builder.build(record, 0, offset))
+
+    async def refuse(msg: ConsumerRecord, error: str) -> None:
+        raise AssertionError(f"record at offset {msg.offset} refused: {error}")
+
+    asyncio.run(write(store, batch, refuse))
 
 
 def sink_settings(bus: ServiceSettings, store: Store, **kw: Any) -> SinkSettings:

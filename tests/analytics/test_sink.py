@@ -4,20 +4,28 @@ poison records are dead-lettered instead of stopping the partition."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from calls_data import CARD, known_calls, sink_settings
 
+from sinks.landing import PASSTHROUGH, container, landing_table
 from sinks.report import StoreReader, run_reports
 from sinks.sink import INPUTS, Sink
 from sinks.store import Store
 from switchboard import codec
+from switchboard import records as r
 from switchboard.bus import Correlation, Publisher, consumer_options, make_producer, topic_name
 from switchboard.records import DeadLetter
 from switchboard.settings import ServiceSettings
 from switchboard.topics import DEADLETTER, TRANSCRIPTS
 
+SAMPLES = {
+    r.TurnEvent: r.TurnEvent("c1", 2, r.TurnEventKind.BARGE_IN, 10, 5, cancelled_turn_seq=1),
+    r.TurnLatency: r.TurnLatency("c1", 2, 10, r.Timings(speech_end_us=5), response_ms=700.0),
+    r.EngineUsage: r.EngineUsage("c1", "agent", "openai", 10, 2, llm_tokens_in=5, cost_usd=0.1),
+}
 TABLE_COUNTS = {"calls": 5, "turns": 4, "transcripts": 10, "engine_usage": 6, "call_summaries": 3}
 
 
@@ -115,5 +123,21 @@ def test_the_sink_reads_every_analytics_topic() -> None:
 def test_schema_creation_is_idempotent(store: Store) -> None:
     store.ensure_schema()
     store.ensure_schema()
-    _, tables = store.query("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name")
-    assert [t for (t,) in tables] == ["call_summaries", "calls", "engine_usage", "events", "transcripts", "turns"]
+    _, tables = store.query("SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+    analytics = [name for name, engine in tables if engine == "ReplacingMergeTree"]
+    assert analytics == ["call_summaries", "calls", "engine_usage", "events", "transcripts", "turns"]
+    assert sorted(name for name, engine in tables if engine == "Null") == sorted(map(landing_table, PASSTHROUGH))
+    views = [name for name, engine in tables if engine == "MaterializedView"]
+    assert sorted(views) == sorted(f"{landing_table(cls)}_to_{target}" for cls, (_, target) in PASSTHROUGH.items())
+
+
+@pytest.mark.parametrize("cls", PASSTHROUGH, ids=lambda cls: cls.__name__)
+def test_a_landing_table_has_the_columns_clickhouse_reads_from_the_records_container(
+    store: Store, cls: type, tmp_path: Path
+) -> None:
+    path = tmp_path / "sample.avro"
+    path.write_bytes(container(cls, [(3, 7, codec.encode(SAMPLES[cls]))]))
+    inferred = store.query(f"DESCRIBE file('{path}', 'Avro')")[1]
+    declared = store.query(f"DESCRIBE {landing_table(cls)}")[1]
+    assert [(name, " ".join(kind.split())) for name, kind, *_ in inferred] == [
+        (name, " ".join(kind.split())) for name, kind, *_ in declared]

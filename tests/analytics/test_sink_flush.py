@@ -1,5 +1,6 @@
-"""The sink's flush contract, without Kafka: offsets are committed only after the insert succeeded,
-a ClickHouse outage is retried without losing the batch, one bad row is dead-lettered alone."""
+"""The sink's flush contract, without Kafka, on both of its paths (records ClickHouse decodes itself
+and records built in Python): offsets are committed only after the insert succeeded, a ClickHouse
+outage is retried without losing the batch, and a bad record is dead-lettered alone."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sinks.sink import Sink
 from sinks.store import Store
 from switchboard import codec
 from switchboard import records as r
-from switchboard.topics import TURNS
+from switchboard.topics import TRANSCRIPTS, TURNS
 
 
 class FakeConsumer:
@@ -35,9 +36,16 @@ class FakePublisher:
         self.dead.append((msg.offset, error))
 
 
-def record(offset: int, turn: int) -> ConsumerRecord:
+def turn_event(offset: int, turn: int) -> ConsumerRecord:
+    """A record ClickHouse decodes itself (landed)."""
     value = codec.encode(r.TurnEvent("c1", turn, r.TurnEventKind.END_OF_TURN, r.now_us() + turn, 1))
     return ConsumerRecord("t.turns", 0, offset, 0, 0, b"c1", value, None, 0, len(value), [])
+
+
+def transcript(offset: int, turn: int) -> ConsumerRecord:
+    """A record the sink decodes and redacts in Python."""
+    value = codec.encode(r.Transcript("c1", turn, r.TranscriptKind.FINAL, "hello", "en", 500, "whisper", r.now_us()))
+    return ConsumerRecord("t.transcripts", 0, offset, 0, 0, b"c1", value, None, 0, len(value), [])
 
 
 def make_sink(store: Store) -> tuple[Sink, FakeConsumer, FakePublisher]:
@@ -49,14 +57,21 @@ def make_sink(store: Store) -> tuple[Sink, FakeConsumer, FakePublisher]:
     return sink, consumer, publisher
 
 
+PATHS = {
+    "landed": (TURNS, turn_event, "insert_avro", "SELECT turn_seq FROM events FINAL ORDER BY turn_seq"),
+    "built": (TRANSCRIPTS, transcript, "insert", "SELECT turn_seq FROM transcripts FINAL ORDER BY turn_seq"),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
 async def test_offsets_are_committed_only_after_clickhouse_accepted_the_batch(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
+    topic, make, method, query = PATHS[path]
     sink, consumer, _ = make_sink(store)
-    tp = TopicPartition("t.turns", 0)
-    for i in range(3):
-        await sink.add(TURNS, tp, record(i, i))
-    real_insert = store.insert
+    tp = TopicPartition(f"t.{topic.name}", 0)
+    await sink.add_many(topic, tp, [make(i, i) for i in range(3)])
+    real_insert = getattr(store, method)
     failures = 2
 
     def flaky(*args: Any) -> None:
@@ -67,34 +82,38 @@ async def test_offsets_are_committed_only_after_clickhouse_accepted_the_batch(
             raise OperationalError("connection refused")
         real_insert(*args)
 
-    monkeypatch.setattr(store, "insert", flaky)
+    monkeypatch.setattr(store, method, flaky)
     await asyncio.wait_for(sink.flush(), 10)
     assert failures == 0
     assert consumer.commits == [{tp: 3}]
-    assert store.query("SELECT count() FROM events FINAL")[1] == [(3,)]
+    assert store.query(query)[1] == [(0,), (1,), (2,)]
     assert sink.buffer.empty()
 
 
 async def test_a_row_clickhouse_cannot_take_is_dead_lettered_and_the_rest_inserted(store: Store) -> None:
     sink, consumer, publisher = make_sink(store)
-    tp = TopicPartition("t.turns", 0)
-    for i in range(3):
-        await sink.add(TURNS, tp, record(i, i))
-    rows = sink.buffer.rows["events"]
-    rows[1] = (*rows[1][:4], "not a turn number", *rows[1][5:])  # turn_seq column
+    tp = TopicPartition("t.transcripts", 0)
+    await sink.add_many(TRANSCRIPTS, tp, [transcript(i, i) for i in range(5)])
+    rows = sink.buffer.rows["transcripts"]
+    rows[3] = (*rows[3][:2], "not a turn number", *rows[3][3:])  # turn_seq column
     await sink.flush()
-    assert [offset for offset, _ in publisher.dead] == [1]
-    assert "insert into events" in publisher.dead[0][1]
-    assert store.query("SELECT turn_seq FROM events FINAL ORDER BY turn_seq")[1] == [(0,), (2,)]
-    assert consumer.commits == [{tp: 3}]
+    assert [offset for offset, _ in publisher.dead] == [3]
+    assert "insert into transcripts" in publisher.dead[0][1]
+    assert store.query(PATHS["built"][3])[1] == [(0,), (1,), (2,), (4,)]
+    assert consumer.commits == [{tp: 5}]
 
 
-async def test_an_unreadable_record_is_dead_lettered_and_its_offset_still_committed(store: Store) -> None:
+@pytest.mark.parametrize("path", PATHS)
+async def test_an_unreadable_record_is_dead_lettered_and_its_offset_still_committed(store: Store, path: str) -> None:
+    topic, make, _, query = PATHS[path]
     sink, consumer, publisher = make_sink(store)
-    tp = TopicPartition("t.turns", 0)
-    bad = ConsumerRecord("t.turns", 0, 0, 0, 0, b"c1", b"\x01\x02", None, 0, 2, [])
-    await sink.add(TURNS, tp, bad)
-    await sink.add(TURNS, tp, record(1, 1))
+    tp = TopicPartition(f"t.{topic.name}", 0)
+    cut_short = make(2, 2)
+    cut_short = ConsumerRecord(cut_short.topic, 0, 2, 0, 0, b"c1", cut_short.value[:-3], None, 0, 0, [])
+    not_avro = ConsumerRecord(cut_short.topic, 0, 0, 0, 0, b"c1", b"\x01\x02", None, 0, 2, [])
+    await sink.add_many(topic, tp, [not_avro, make(1, 1), cut_short, make(3, 3)])
     await sink.flush()
-    assert [offset for offset, _ in publisher.dead] == [0]
-    assert consumer.commits == [{tp: 2}]
+    assert sorted(offset for offset, _ in publisher.dead) == [0, 2]
+    assert all("DecodeError" in error for _, error in publisher.dead)
+    assert store.query(query)[1] == [(1,), (3,)]
+    assert consumer.commits == [{tp: 4}]

@@ -1,0 +1,66 @@
+"""What the sink holds between two flushes: rows built in Python (records with text to
+redact), undecoded Avro values for ClickHouse to decode (``sinks.landing``), the calls
+they touch and the offsets to commit once they are written."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from sinks.rows import Rows
+from switchboard import codec
+
+CALL_FACTS = frozenset({"events", "engine_usage", "call_summaries"})  # the tables `calls` is computed from
+
+
+@dataclass(slots=True)
+class Batch:
+    rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    origins: dict[str, list[ConsumerRecord]] = field(default_factory=dict)  # the record of each row
+    landed: dict[type, list[ConsumerRecord]] = field(default_factory=dict)  # record type → its Kafka records
+    call_ids: set[str] = field(default_factory=set)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    count: int = 0  # rows (a landed record makes one)
+    since: float = 0.0  # monotonic time of the oldest record
+
+    def empty(self) -> bool:
+        return not self.offsets
+
+    def consumed(self, tp: TopicPartition, offset: int, now: float) -> None:
+        """Mark an offset as read: it is committed with the batch, whatever became of the record."""
+        if not self.offsets:
+            self.since = now
+        self.offsets[tp] = offset + 1
+
+    def add_rows(self, msg: ConsumerRecord, rows: Rows) -> None:
+        for table, table_rows in rows.tables.items():
+            self.rows.setdefault(table, []).extend(table_rows)
+            self.origins.setdefault(table, []).extend([msg] * len(table_rows))
+            self.count += len(table_rows)
+        if rows.call_id and not CALL_FACTS.isdisjoint(rows.tables):
+            self.call_ids.add(rows.call_id)
+
+    def add_landed(self, cls: type, msgs: list[ConsumerRecord]) -> None:
+        """Keep records for ClickHouse to decode. Their call is their key (the bus keys every
+        record by call ID); a record without a key is decoded for it."""
+        self.landed.setdefault(cls, []).extend(msgs)
+        self.count += len(msgs)
+        keys = {m.key for m in msgs}
+        if None in keys or b"" in keys:
+            keys -= {None, b""}
+            for m in msgs:
+                # an unreadable one is refused by the insert and dead-lettered by the writer
+                if not m.key:
+                    with suppress(codec.DecodeError):
+                        self.call_ids.add(codec.decode(cls, m.value).call_id)
+        self.call_ids.update(k.decode("utf-8", "replace") for k in keys)
+
+    def timestamps(self, sample: int = 100) -> list[int]:
+        """Produce times (ms) of up to about ``sample`` records, for the freshness histogram."""
+        groups = [*self.origins.values(), *self.landed.values()]
+        step = max(1, sum(map(len, groups)) // sample)
+        return [m.timestamp for msgs in groups for m in msgs[::step]]

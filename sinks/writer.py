@@ -1,0 +1,94 @@
+"""Writing one batch to ClickHouse: one insert per table of Python-built rows, one Avro
+insert per landing table, then the ``calls`` rows of every call the batch touched.
+
+A ClickHouse that cannot be reached (``OperationalError``) fails the whole write, so the
+sink retries it without committing. Anything else ClickHouse refuses is data: the batch
+is split in halves until the records it cannot take are found; those are handed to
+``reject`` (the sink dead-letters them) and the rest is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiokafka.structs import ConsumerRecord
+from clickhouse_connect.driver.exceptions import OperationalError
+
+from sinks import metrics as sink_metrics
+from sinks.batch import Batch
+from sinks.landing import PASSTHROUGH, container, landing_table
+from sinks.rows import COLUMNS
+from sinks.store import Store
+from switchboard import codec
+
+T = TypeVar("T")
+Reject = Callable[[ConsumerRecord, str], Awaitable[None]]
+
+
+async def write(store: Store, batch: Batch, reject: Reject) -> None:
+    for table, rows in batch.rows.items():
+        items = list(zip(rows, batch.origins[table], strict=True))
+        kept = await _insert_or_split(
+            items, lambda part, t=table: store.insert(t, COLUMNS[t], [row for row, _ in part]),
+            lambda item: item[1], f"insert into {table}", reject)
+        sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
+    for cls, msgs in batch.landed.items():
+        kept = await _land(store, cls, msgs, reject)
+        sink_metrics.ROWS_INSERTED.labels(PASSTHROUGH[cls][1]).inc(len(kept))
+    await asyncio.to_thread(store.rebuild_calls, batch.call_ids)
+
+
+async def _land(store: Store, cls: type, msgs: list[ConsumerRecord], reject: Reject) -> list[ConsumerRecord]:
+    table = landing_table(cls)
+
+    def insert(part: Sequence[ConsumerRecord]) -> None:
+        store.insert_avro(table, container(cls, [(m.partition, m.offset, m.value or b"") for m in part]))
+
+    try:
+        await asyncio.to_thread(insert, msgs)
+        return msgs
+    except OperationalError:
+        raise
+    except Exception:
+        pass
+    # Find the values that are not records of the schema the way every other consumer would.
+    readable = []
+    for m in msgs:
+        try:
+            codec.decode(cls, m.value)
+            readable.append(m)
+        except codec.DecodeError as exc:
+            await reject(m, f"DecodeError: {exc}")
+    return await _insert_or_split(readable, insert, lambda m: m, f"insert into {table}", reject)
+
+
+async def _insert_or_split(
+    items: list[T], insert: Callable[[Sequence[T]], Any], origin: Callable[[T], ConsumerRecord], what: str,
+    reject: Reject,
+) -> list[T]:
+    """Insert ``items``; if ClickHouse refuses them, bisect to the ones it refuses and reject those."""
+    kept, refused = await _bisect(items, insert)
+    if len(refused) > 1 and not kept:
+        raise refused[0][1]  # every one refused on its own: the database is the problem, not the data
+    for item, exc in refused:
+        await reject(origin(item), f"{what}: {type(exc).__name__}: {exc}")
+    return kept
+
+
+async def _bisect(items: list[T], insert: Callable[[Sequence[T]], Any]) -> tuple[list[T], list[tuple[T, Exception]]]:
+    if not items:
+        return [], []
+    try:
+        await asyncio.to_thread(insert, items)
+        return items, []
+    except OperationalError:
+        raise
+    except Exception as exc:
+        if len(items) == 1:
+            return [], [(items[0], exc)]
+    mid = len(items) // 2
+    kept_a, refused_a = await _bisect(items[:mid], insert)
+    kept_b, refused_b = await _bisect(items[mid:], insert)
+    return kept_a + kept_b, refused_a + refused_b
