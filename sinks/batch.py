@@ -11,17 +11,24 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from sinks.rows import Rows
+from sinks.landing import LANDINGS, landing_value
+from sinks.rows import RowBuilder, Rows
 from switchboard import codec
 
 CALL_FACTS = frozenset({"events", "engine_usage", "call_summaries"})  # the tables `calls` is computed from
 
 
 @dataclass(slots=True)
+class Landed:
+    msgs: list[ConsumerRecord] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)  # what ClickHouse receives of each
+
+
+@dataclass(slots=True)
 class Batch:
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     origins: dict[str, list[ConsumerRecord]] = field(default_factory=dict)  # the record of each row
-    landed: dict[type, list[ConsumerRecord]] = field(default_factory=dict)  # record type → its Kafka records
+    landed: dict[type, Landed] = field(default_factory=dict)  # record type → what ClickHouse decodes
     call_ids: set[str] = field(default_factory=set)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     count: int = 0  # rows (a landed record makes one)
@@ -29,6 +36,30 @@ class Batch:
 
     def empty(self) -> bool:
         return not self.offsets
+
+    def add(self, cls: type, msgs: list[ConsumerRecord], builder: RowBuilder) -> list[tuple[ConsumerRecord, str]]:
+        """Buffer records of one type: landed for ClickHouse to decode, or built into rows here.
+        Returns the records that cannot be read, with the reason, for the dead-letter topic."""
+        unreadable: list[tuple[ConsumerRecord, str]] = []
+        landing = LANDINGS.get(cls)
+        if landing is not None and landing.text is None:
+            self.add_landed(cls, msgs, [m.value for m in msgs])
+        elif landing is not None:
+            kept, values = [], []
+            for msg in msgs:
+                try:
+                    values.append(landing_value(cls, msg.value, builder.redactor))
+                    kept.append(msg)
+                except codec.DecodeError as exc:
+                    unreadable.append((msg, f"DecodeError: {exc}"))
+            self.add_landed(cls, kept, values)
+        else:
+            for msg in msgs:
+                try:
+                    self.add_rows(msg, builder.build(codec.decode(cls, msg.value), msg.partition, msg.offset))
+                except Exception as exc:
+                    unreadable.append((msg, f"{type(exc).__name__}: {exc}"))
+        return unreadable
 
     def consumed(self, tp: TopicPartition, offset: int, now: float) -> None:
         """Mark an offset as read: it is committed with the batch, whatever became of the record."""
@@ -44,10 +75,13 @@ class Batch:
         if rows.call_id and not CALL_FACTS.isdisjoint(rows.tables):
             self.call_ids.add(rows.call_id)
 
-    def add_landed(self, cls: type, msgs: list[ConsumerRecord]) -> None:
-        """Keep records for ClickHouse to decode. Their call is their key (the bus keys every
-        record by call ID); a record without a key is decoded for it."""
-        self.landed.setdefault(cls, []).extend(msgs)
+    def add_landed(self, cls: type, msgs: list[ConsumerRecord], values: list[bytes | None]) -> None:
+        """Keep records for ClickHouse to decode, ``values`` as ``sinks.landing.landing_value`` made
+        them. Their call is their key (the bus keys every record by call ID); a record without a key
+        is decoded for it."""
+        landed = self.landed.setdefault(cls, Landed())
+        landed.msgs += msgs
+        landed.values += values
         self.count += len(msgs)
         keys = {m.key for m in msgs}
         if None in keys or b"" in keys:
@@ -61,6 +95,6 @@ class Batch:
 
     def timestamps(self, sample: int = 100) -> list[int]:
         """Produce times (ms) of up to about ``sample`` records, for the freshness histogram."""
-        groups = [*self.origins.values(), *self.landed.values()]
+        groups = [*self.origins.values(), *(landed.msgs for landed in self.landed.values())]
         step = max(1, sum(map(len, groups)) // sample)
         return [m.timestamp for msgs in groups for m in msgs[::step]]

@@ -1,15 +1,18 @@
 """Records that ClickHouse decodes itself.
 
-Turn events, turn latencies and engine usage carry no free text, so nothing in
-them needs redacting. The sink does not decode them in Python: it wraps each
-Kafka value, byte for byte, in an Avro object container whose schema is the
-record's own schema with the Kafka coordinates in front. That container is
-inserted into a Null-engine *landing table* and a materialized view
-(``sql/schema.sql``) builds the analytics rows from it, inside ClickHouse.
+The sink does not decode turn events, turn latencies, engine usage, transcripts
+or agent replies in Python: it wraps each Kafka value in an Avro object
+container whose schema is the record's own schema with the Kafka coordinates in
+front. That container is inserted into a Null-engine *landing table* and
+materialized views (``sql/schema.sql``) build the analytics rows from it,
+inside ClickHouse.
 
 Why this works without re-encoding: Avro encodes a record as its fields one
 after another, so a record ``{kafka_partition, kafka_offset, <fields of the
-value>}`` is the two varints followed by the value as produced.
+value>}`` is the two varints followed by the value as produced. Transcripts and
+replies carry text, which must be redacted before it reaches ClickHouse: for
+them the text field alone is read, redacted and put in front, and its original
+bytes are cut out (``sinks.avro_text``).
 
 Each value gets its own container block. A value that is cut short or is not
 Avro makes the insert fail (the sink then finds it by decoding the batch in
@@ -27,17 +30,29 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from sinks.avro_text import TextField, redacted_schema, redacted_value, varint
+from sinks.redact import Redactor
 from switchboard import codec
 from switchboard import records as r
 
-# record type → (landing name stem, the table its materialized view writes)
-PASSTHROUGH: dict[type, tuple[str, str]] = {
-    r.TurnEvent: ("turn_events", "events"),
-    r.TurnLatency: ("turn_latency", "turns"),
-    r.EngineUsage: ("engine_usage", "engine_usage"),
+
+@dataclass(frozen=True, slots=True)
+class Landing:
+    stem: str  # of the landing table's name
+    targets: tuple[str, ...]  # tables its materialized views write
+    text: TextField | None = None  # redacted here, cut from what ClickHouse receives (sinks.avro_text)
+
+
+LANDINGS: dict[type, Landing] = {
+    r.TurnEvent: Landing("turn_events", ("events",)),
+    r.TurnLatency: Landing("turn_latency", ("turns",)),
+    r.EngineUsage: Landing("engine_usage", ("engine_usage",)),
+    r.Transcript: Landing("transcripts", ("transcripts",), TextField("text", ("kind", "final"))),
+    r.AgentReply: Landing("agent_replies", ("transcripts", "events"), TextField("text", ("kind", "sentence"))),
 }
 COORDINATES = [{"name": "kafka_partition", "type": "int"}, {"name": "kafka_offset", "type": "long"}]
 _PRIMITIVES = {"string": "String", "int": "Int32", "long": "Int64", "float": "Float32", "double": "Float64",
@@ -46,15 +61,25 @@ _PRIMITIVES = {"string": "String", "int": "Int32", "long": "Int64", "float": "Fl
 
 @cache
 def framed_schema(cls: type) -> dict[str, Any]:
-    """The record's schema with the Kafka coordinates as its first two fields."""
+    """The record's schema with the Kafka coordinates as its first two fields (and its text
+    field replaced by the redacted text and the kinds found, first)."""
     schema = codec.schema_json(cls.SCHEMA)  # type: ignore[attr-defined]
-    return {**schema, "name": f"{schema['name']}Landing", "fields": COORDINATES + schema["fields"]}
+    text = LANDINGS[cls].text
+    fields = schema["fields"] if text is None else redacted_schema(schema, text)
+    return {**schema, "name": f"{schema['name']}Landing", "fields": COORDINATES + fields}
 
 
 @cache
 def landing_table(cls: type) -> str:
     digest = hashlib.sha256(json.dumps(framed_schema(cls), sort_keys=True).encode()).hexdigest()[:10]
-    return f"landing_{PASSTHROUGH[cls][0]}_{digest}"
+    return f"landing_{LANDINGS[cls].stem}_{digest}"
+
+
+def landing_value(cls: type, value: bytes | None, redactor: Redactor) -> bytes | None:
+    """What ClickHouse receives of one record, the Kafka coordinates aside: the value untouched or,
+    for a record with text, rewritten with the text redacted. Raises ``DecodeError``."""
+    text = LANDINGS[cls].text
+    return value if text is None else redacted_value(cls.SCHEMA, text, value, redactor.redact)  # type: ignore[attr-defined]
 
 
 def clickhouse_type(avro: Any) -> str:
@@ -85,26 +110,8 @@ def clickhouse_type(avro: Any) -> str:
 def landing_ddl(cls: type) -> str:
     columns = ",\n    ".join(f"`{f['name']}` {clickhouse_type(f['type'])}" for f in framed_schema(cls)["fields"])
     return (f"CREATE TABLE IF NOT EXISTS {landing_table(cls)}\n(\n    {columns}\n)\nENGINE = Null\n"
-            f"COMMENT 'landing of {cls.__name__} records as Avro; the materialized view to "
-            f"{PASSTHROUGH[cls][1]} builds the rows'")
-
-
-def _varint(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = [_varint(n) for n in range(1 << 13)]  # record sizes and partitions: two bytes at most
-
-
-def varint(n: int) -> bytes:
-    """Avro's zig-zag variable-length encoding of an int or long."""
-    return _SMALL[n] if 0 <= n < 8192 else _varint(n)
+            f"COMMENT 'landing of {cls.__name__} records as Avro; materialized views build the rows of "
+            f"{' and '.join(LANDINGS[cls].targets)}'")
 
 
 def container(cls: type, records: Iterable[tuple[int, int, bytes]]) -> bytes:
@@ -117,7 +124,7 @@ def container(cls: type, records: Iterable[tuple[int, int, bytes]]) -> bytes:
     head = b"".join(header) + b"\x00" + sync
     objects = []
     for partition, offset, value in records:
-        framed = varint(partition) + _varint(offset) + value
+        framed = varint(partition) + varint(offset) + value
         objects.append(varint(len(framed)) + framed)
     if not objects:
         return head

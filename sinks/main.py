@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 
@@ -30,6 +31,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def tune_gc() -> None:
+    """Collect garbage less often. The sink allocates a few objects per record, almost none in
+    cycles, so the default thresholds run the cyclic collector thousands of times a second over
+    a heap that never changes (what start-up built is frozen out of its reach): about a tenth of
+    the sink's CPU (bench/sink_throughput.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+
+
 async def run(settings: SinkSettings) -> None:
     store = Store(settings.clickhouse_dsn, settings.clickhouse_database)
     server: QueryServer | None = None
@@ -39,6 +50,7 @@ async def run(settings: SinkSettings) -> None:
             server = QueryServer(store, settings.query_host, settings.query_port).start()
         await wait_for_broker(settings)
         sink = Sink(settings, store)
+        tune_gc()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, sink.stop)

@@ -1,7 +1,8 @@
 """Bus records → table rows, redacted. Pure functions of (record, Kafka coordinates).
 
-Only records with text to redact are built here; the others are decoded and turned
-into rows by ClickHouse itself (``sinks.landing``)."""
+Only call events, call summaries and dead letters are built here (their text is
+spread over several fields and maps); the other records are turned into rows by
+ClickHouse itself (``sinks.landing``)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,10 @@ from switchboard import records as r
 EVENTS = ("ts", "call_id", "source", "kind", "turn_seq", "session_id", "agent_id", "channel", "language",
           "ingress_node", "caller", "caller_hash", "reason", "value_ms", "attributes", "kafka_partition",
           "kafka_offset")
-TRANSCRIPTS = ("ts", "call_id", "turn_seq", "speaker", "seq", "text", "redactions", "language", "engine", "intent",
-               "confidence", "audio_ms", "kafka_partition", "kafka_offset")
 SUMMARIES = ("call_id", "ts", "summary", "intent", "outcome", "goal_reached", "handed_off", "sentiment", "caller_turns",
              "turn_sentiment", "model", "kafka_partition", "kafka_offset")
 
-COLUMNS: dict[str, tuple[str, ...]] = {"events": EVENTS, "transcripts": TRANSCRIPTS, "call_summaries": SUMMARIES}
+COLUMNS: dict[str, tuple[str, ...]] = {"events": EVENTS, "call_summaries": SUMMARIES}
 REACTION = re.compile(r"reaction\s+(\d+(?:\.\d+)?)\s*ms")
 DIGITS = re.compile(r"\d")
 
@@ -62,28 +61,6 @@ class RowBuilder:
             e.ingress_node, mask_caller(e.caller_number) if started else "",
             caller_hash(e.caller_number, self.salt) if started else "", self.redactor(reason), value_ms, attrs, p, o,
         ))
-
-    def _Transcript(self, out: Rows, t: r.Transcript, p: int, o: int) -> None:
-        if t.kind is not r.TranscriptKind.FINAL:
-            return  # partials are for the live pipeline; the final one is the record of the turn
-        red = self.redactor.redact(t.text)
-        out.add("transcripts", (
-            t.ts_us, t.call_id, t.turn_seq, "caller", 0, red.text, red.kinds, t.language, t.engine, "",
-            t.confidence, max(0, t.audio_ms), p, o,
-        ))
-
-    def _AgentReply(self, out: Rows, a: r.AgentReply, p: int, o: int) -> None:
-        if a.kind is r.ReplyKind.SENTENCE:
-            red = self.redactor.redact(a.text)
-            out.add("transcripts", (
-                a.ts_us, a.call_id, a.turn_seq, "agent", a.seq, red.text, red.kinds, "", a.engine, a.intent or "",
-                None, 0, p, o,
-            ))
-        elif a.kind is r.ReplyKind.CANCEL:
-            out.add("events", (
-                a.ts_us, a.call_id, "replies", "reply_cancelled", a.turn_seq, "", "", "", "", "", "", "", "", None, {},
-                p, o,
-            ))
 
     def _CallSummary(self, out: Rows, s: r.CallSummary, p: int, o: int) -> None:
         turn_sentiment = {int(k): float(v) for k, v in s.turn_sentiment.items() if k.lstrip("-").isdigit()}

@@ -23,12 +23,11 @@ from aiokafka.structs import ConsumerRecord
 
 from sinks import metrics as sink_metrics
 from sinks.batch import Batch
-from sinks.landing import PASSTHROUGH
 from sinks.rows import RowBuilder
 from sinks.settings import SinkSettings
 from sinks.store import Store
 from sinks.writer import write
-from switchboard import codec, metrics
+from switchboard import metrics
 from switchboard.bus import Publisher, make_consumer, make_producer, topic_name
 from switchboard.topics import CALLS, DEADLETTER, LATENCY, REPLIES, SUMMARIES, TRANSCRIPTS, TURNS, USAGE, Topic
 
@@ -128,16 +127,8 @@ class Sink:
         if not msgs:
             return
         self._consumed[topic.name].inc(len(msgs))
-        if topic.record in PASSTHROUGH:
-            self.buffer.add_landed(topic.record, msgs)
-        else:
-            for msg in msgs:
-                try:
-                    rows = self.builder.build(codec.decode(topic.record, msg.value), msg.partition, msg.offset)
-                except Exception as exc:
-                    await self._reject(topic, msg, f"{type(exc).__name__}: {exc}")
-                    continue
-                self.buffer.add_rows(msg, rows)
+        for msg, error in self.buffer.add(topic.record, msgs, self.builder):
+            await self._reject(topic, msg, error)
         # Marked last: a rebalance may flush while a dead letter is sent, and must not commit
         # offsets of records not yet buffered (the opposite only makes a duplicate, which collapses).
         self.buffer.consumed(tp, msgs[-1].offset, time.monotonic())

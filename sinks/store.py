@@ -16,7 +16,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from sinks.landing import PASSTHROUGH, landing_ddl, landing_table
+from sinks.landing import LANDINGS, landing_ddl, landing_table
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,13 +77,13 @@ class Store:
         return Store(self.dsn, self.database, self.lock)
 
     def ensure_schema(self, retention_days: int = 395, transcript_retention_days: int = 90) -> None:
-        landings = {f"{stem}_landing": landing_table(cls) for cls, (stem, _) in PASSTHROUGH.items()}
+        landings = {f"{landing.stem}_landing": landing_table(cls) for cls, landing in LANDINGS.items()}
         ddl = (SQL_DIR / "schema.sql").read_text().format(
             retention_days=int(retention_days), transcript_retention_days=int(transcript_retention_days), **landings
         )
         # the landing tables first: the materialized views of schema.sql read them
         with self.lock:
-            for stmt in [landing_ddl(cls) for cls in PASSTHROUGH] + statements(ddl):
+            for stmt in [landing_ddl(cls) for cls in LANDINGS] + statements(ddl):
                 self.client.command(stmt)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

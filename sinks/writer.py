@@ -17,14 +17,15 @@ from aiokafka.structs import ConsumerRecord
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from sinks import metrics as sink_metrics
-from sinks.batch import Batch
-from sinks.landing import PASSTHROUGH, container, landing_table
+from sinks.batch import Batch, Landed
+from sinks.landing import container, landing_table
 from sinks.rows import COLUMNS
 from sinks.store import Store
 from switchboard import codec
 
 T = TypeVar("T")
 Reject = Callable[[ConsumerRecord, str], Awaitable[None]]
+Item = tuple[ConsumerRecord, bytes | None]  # a landed record and what ClickHouse receives of it
 
 
 async def write(store: Store, batch: Batch, reject: Reject) -> None:
@@ -34,34 +35,35 @@ async def write(store: Store, batch: Batch, reject: Reject) -> None:
             items, lambda part, t=table: store.insert(t, COLUMNS[t], [row for row, _ in part]),
             lambda item: item[1], f"insert into {table}", reject)
         sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
-    for cls, msgs in batch.landed.items():
-        kept = await _land(store, cls, msgs, reject)
-        sink_metrics.ROWS_INSERTED.labels(PASSTHROUGH[cls][1]).inc(len(kept))
+    for cls, landed in batch.landed.items():
+        kept = await _land(store, cls, landed, reject)
+        sink_metrics.ROWS_INSERTED.labels(landing_table(cls)).inc(len(kept))
     await asyncio.to_thread(store.rebuild_calls, batch.call_ids)
 
 
-async def _land(store: Store, cls: type, msgs: list[ConsumerRecord], reject: Reject) -> list[ConsumerRecord]:
+async def _land(store: Store, cls: type, landed: Landed, reject: Reject) -> list[Item]:
     table = landing_table(cls)
+    items = list(zip(landed.msgs, landed.values, strict=True))
 
-    def insert(part: Sequence[ConsumerRecord]) -> None:
-        store.insert_avro(table, container(cls, [(m.partition, m.offset, m.value or b"") for m in part]))
+    def insert(part: Sequence[Item]) -> None:
+        store.insert_avro(table, container(cls, [(m.partition, m.offset, value or b"") for m, value in part]))
 
     try:
-        await asyncio.to_thread(insert, msgs)
-        return msgs
+        await asyncio.to_thread(insert, items)
+        return items
     except OperationalError:
         raise
     except Exception:
         pass
     # Find the values that are not records of the schema the way every other consumer would.
     readable = []
-    for m in msgs:
+    for m, value in items:
         try:
             codec.decode(cls, m.value)
-            readable.append(m)
+            readable.append((m, value))
         except codec.DecodeError as exc:
             await reject(m, f"DecodeError: {exc}")
-    return await _insert_or_split(readable, insert, lambda m: m, f"insert into {table}", reject)
+    return await _insert_or_split(readable, insert, lambda item: item[0], f"insert into {table}", reject)
 
 
 async def _insert_or_split(

@@ -166,9 +166,10 @@ ORDER BY call_id
 TTL toDateTime(started_at) + INTERVAL {retention_days} DAY
 COMMENT 'one row per call, recomputed from the deduplicated facts whenever one of its records arrives';
 
--- Turn events, turn latencies and engine usage hold no free text: the sink inserts their Avro
--- values untouched into Null-engine landing tables (named by a fingerprint of the .avsc, see
--- sinks/landing.py) and these views build the rows inside ClickHouse.
+-- The sink inserts the Avro values of turn events, turn latencies, engine usage, transcripts and
+-- agent replies into Null-engine landing tables (named by a fingerprint of their schema, see
+-- sinks/landing.py) and these views build the rows inside ClickHouse. Transcripts and replies
+-- arrive with their text already redacted (text_redacted, redactions) and the original cut out.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {turn_events_landing}_to_events TO events AS
 SELECT
     fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
@@ -223,3 +224,53 @@ SELECT
     kafka_partition,
     kafka_offset
 FROM {engine_usage_landing};
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {transcripts_landing}_to_transcripts TO transcripts AS
+SELECT
+    fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
+    call_id,
+    turn_seq,
+    'caller'                                                                  AS speaker,
+    0                                                                         AS seq,
+    text_redacted                                                             AS text,
+    redactions,
+    language,
+    engine,
+    ''                                                                        AS intent,
+    confidence,
+    toUInt32(greatest(0, audio_ms))                                           AS audio_ms,
+    kafka_partition,
+    kafka_offset
+FROM {transcripts_landing}
+WHERE kind = 'final';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {agent_replies_landing}_to_transcripts TO transcripts AS
+SELECT
+    fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
+    call_id,
+    turn_seq,
+    'agent'                                                                   AS speaker,
+    toUInt32(greatest(0, seq))                                                AS seq,
+    text_redacted                                                             AS text,
+    redactions,
+    ''                                                                        AS language,
+    engine,
+    ifNull(intent, '')                                                        AS intent,
+    CAST(NULL AS Nullable(Float32))                                           AS confidence,
+    0                                                                         AS audio_ms,
+    kafka_partition,
+    kafka_offset
+FROM {agent_replies_landing}
+WHERE kind = 'sentence';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {agent_replies_landing}_to_events TO events AS
+SELECT
+    fromUnixTimestamp64Micro(ts_us, 'UTC')                                    AS ts,
+    call_id,
+    'replies'                                                                 AS source,
+    'reply_cancelled'                                                         AS kind,
+    turn_seq,
+    kafka_partition,
+    kafka_offset
+FROM {agent_replies_landing}
+WHERE kind = 'cancel';

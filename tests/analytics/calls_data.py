@@ -145,9 +145,8 @@ def exact(values: list[float], q: float) -> float:
 
 
 def load(store: Any, records: list[tuple[Topic, Any]]) -> None:
-    """Write records the way the sink does (rows built or landed, insert, calls rebuild), minus Kafka."""
+    """Write records the way the sink does (landed or built, insert, calls rebuild), minus Kafka."""
     from sinks.batch import Batch
-    from sinks.landing import PASSTHROUGH
     from sinks.redact import Redactor
     from sinks.rows import RowBuilder
     from sinks.writer import write
@@ -157,16 +156,12 @@ def load(store: Any, records: list[tuple[Topic, Any]]) -> None:
     for offset, (topic, record) in enumerate(records):
         value = codec.encode(record)
         msg = ConsumerRecord(topic.name, 0, offset, 0, 0, record.call_id.encode(), value, None, 0, len(value), [])
-        if type(record) in PASSTHROUGH:
-            batch.add_landed(type(record), [msg])
-        else:
-            batch.add_rows(msg, builder.build(record, 0, offset))
+        assert batch.add(type(record), [msg], builder) == []
 
     async def refuse(msg: ConsumerRecord, error: str) -> None:
         raise AssertionError(f"record at offset {msg.offset} refused: {error}")
 
     asyncio.run(write(store, batch, refuse))
-
 
 def sink_settings(bus: ServiceSettings, store: Store, **kw: Any) -> SinkSettings:
     return SinkSettings(kafka_bootstrap=bus.kafka_bootstrap, topic_prefix=bus.topic_prefix,

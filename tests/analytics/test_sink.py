@@ -10,7 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from calls_data import CARD, known_calls, sink_settings
 
-from sinks.landing import PASSTHROUGH, container, landing_table
+from sinks.landing import LANDINGS, container, landing_table, landing_value
+from sinks.redact import Redactor
 from sinks.report import StoreReader, run_reports
 from sinks.sink import INPUTS, Sink
 from sinks.store import Store
@@ -25,6 +26,9 @@ SAMPLES = {
     r.TurnEvent: r.TurnEvent("c1", 2, r.TurnEventKind.BARGE_IN, 10, 5, cancelled_turn_seq=1),
     r.TurnLatency: r.TurnLatency("c1", 2, 10, r.Timings(speech_end_us=5), response_ms=700.0),
     r.EngineUsage: r.EngineUsage("c1", "agent", "openai", 10, 2, llm_tokens_in=5, cost_usd=0.1),
+    r.Transcript: r.Transcript("c1", 2, r.TranscriptKind.FINAL, f"card {CARD}", "en", 900, "whisper", 10,
+                               confidence=0.9),
+    r.AgentReply: r.AgentReply("c1", 2, 0, r.ReplyKind.SENTENCE, "Booked.", 0, "policy", 10, intent="book"),
 }
 TABLE_COUNTS = {"calls": 5, "turns": 4, "transcripts": 10, "engine_usage": 6, "call_summaries": 3}
 
@@ -126,17 +130,20 @@ def test_schema_creation_is_idempotent(store: Store) -> None:
     _, tables = store.query("SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
     analytics = [name for name, engine in tables if engine == "ReplacingMergeTree"]
     assert analytics == ["call_summaries", "calls", "engine_usage", "events", "transcripts", "turns"]
-    assert sorted(name for name, engine in tables if engine == "Null") == sorted(map(landing_table, PASSTHROUGH))
+    assert sorted(name for name, engine in tables if engine == "Null") == sorted(map(landing_table, LANDINGS))
     views = [name for name, engine in tables if engine == "MaterializedView"]
-    assert sorted(views) == sorted(f"{landing_table(cls)}_to_{target}" for cls, (_, target) in PASSTHROUGH.items())
+    assert sorted(views) == sorted(
+        f"{landing_table(cls)}_to_{target}" for cls, landing in LANDINGS.items() for target in landing.targets)
 
 
-@pytest.mark.parametrize("cls", PASSTHROUGH, ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("cls", LANDINGS, ids=lambda cls: cls.__name__)
 def test_a_landing_table_has_the_columns_clickhouse_reads_from_the_records_container(
     store: Store, cls: type, tmp_path: Path
 ) -> None:
     path = tmp_path / "sample.avro"
-    path.write_bytes(container(cls, [(3, 7, codec.encode(SAMPLES[cls]))]))
+    value = landing_value(cls, codec.encode(SAMPLES[cls]), Redactor())
+    assert value is not None
+    path.write_bytes(container(cls, [(3, 7, value)]))
     inferred = store.query(f"DESCRIBE file('{path}', 'Avro')")[1]
     declared = store.query(f"DESCRIBE {landing_table(cls)}")[1]
     assert [(name, " ".join(kind.split())) for name, kind, *_ in inferred] == [

@@ -17,7 +17,7 @@ from sinks.sink import Sink
 from sinks.store import Store
 from switchboard import codec
 from switchboard import records as r
-from switchboard.topics import TRANSCRIPTS, TURNS
+from switchboard.topics import CALLS, TRANSCRIPTS, TURNS
 
 
 class FakeConsumer:
@@ -43,9 +43,16 @@ def turn_event(offset: int, turn: int) -> ConsumerRecord:
 
 
 def transcript(offset: int, turn: int) -> ConsumerRecord:
-    """A record the sink decodes and redacts in Python."""
+    """A record whose text the sink redacts, and ClickHouse decodes the rest of."""
     value = codec.encode(r.Transcript("c1", turn, r.TranscriptKind.FINAL, "hello", "en", 500, "whisper", r.now_us()))
     return ConsumerRecord("t.transcripts", 0, offset, 0, 0, b"c1", value, None, 0, len(value), [])
+
+
+def call_event(offset: int, turn: int) -> ConsumerRecord:
+    """A record the sink decodes and turns into a row in Python."""
+    value = codec.encode(r.CallEvent("c1", "s", r.CallEventKind.DTMF, r.now_us(), "twilio", "clinic", "en-US", "n", 0,
+                                     turn_seq=turn, reason="1"))
+    return ConsumerRecord("t.calls", 0, offset, 0, 0, b"c1", value, None, 0, len(value), [])
 
 
 def make_sink(store: Store) -> tuple[Sink, FakeConsumer, FakePublisher]:
@@ -59,7 +66,9 @@ def make_sink(store: Store) -> tuple[Sink, FakeConsumer, FakePublisher]:
 
 PATHS = {
     "landed": (TURNS, turn_event, "insert_avro", "SELECT turn_seq FROM events FINAL ORDER BY turn_seq"),
-    "built": (TRANSCRIPTS, transcript, "insert", "SELECT turn_seq FROM transcripts FINAL ORDER BY turn_seq"),
+    "landed with text": (TRANSCRIPTS, transcript, "insert_avro",
+                         "SELECT turn_seq FROM transcripts FINAL ORDER BY turn_seq"),
+    "built": (CALLS, call_event, "insert", "SELECT turn_seq FROM events FINAL ORDER BY turn_seq"),
 }
 
 
@@ -92,13 +101,13 @@ async def test_offsets_are_committed_only_after_clickhouse_accepted_the_batch(
 
 async def test_a_row_clickhouse_cannot_take_is_dead_lettered_and_the_rest_inserted(store: Store) -> None:
     sink, consumer, publisher = make_sink(store)
-    tp = TopicPartition("t.transcripts", 0)
-    await sink.add_many(TRANSCRIPTS, tp, [transcript(i, i) for i in range(5)])
-    rows = sink.buffer.rows["transcripts"]
-    rows[3] = (*rows[3][:2], "not a turn number", *rows[3][3:])  # turn_seq column
+    tp = TopicPartition("t.calls", 0)
+    await sink.add_many(CALLS, tp, [call_event(i, i) for i in range(5)])
+    rows = sink.buffer.rows["events"]
+    rows[3] = (*rows[3][:4], "not a turn number", *rows[3][5:])  # turn_seq column
     await sink.flush()
     assert [offset for offset, _ in publisher.dead] == [3]
-    assert "insert into transcripts" in publisher.dead[0][1]
+    assert "insert into events" in publisher.dead[0][1]
     assert store.query(PATHS["built"][3])[1] == [(0,), (1,), (2,), (4,)]
     assert consumer.commits == [{tp: 5}]
 

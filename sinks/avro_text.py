@@ -1,0 +1,198 @@
+"""Redacting one text field of an Avro value without decoding the rest of it.
+
+Avro encodes a record as its fields one after another, with nothing between
+them. So the fields before the text are read (they are short: an ID, a few
+numbers, an enum), the text is taken out and redacted, and what ClickHouse
+receives is the redacted text, the kinds of PII found, then the value with the
+text's bytes cut out: the encoding of the same record without that field. The
+original text never leaves this process; everything after it is decoded by
+ClickHouse, which rejects it if it is not a record of the schema.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from switchboard.codec import DecodeError, schema_json
+
+
+@dataclass(frozen=True, slots=True)
+class TextField:
+    """A string field that is redacted, and the enum condition under which its text is stored at all
+    (a partial transcript, say, makes no row, so its text is dropped without being redacted)."""
+
+    name: str
+    stored_when: tuple[str, str] | None = None  # (enum field before the text, symbol)
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The text of one value, where it lay, and the fields read before it."""
+
+    text: str
+    start: int  # first byte of the field (its length)
+    end: int  # first byte after it
+    before: dict[str, Any]
+
+
+def read_long(buf: bytes, pos: int) -> tuple[int, int]:
+    """An Avro int or long (zig-zag varint) at ``pos``; returns it and the position after it."""
+    result = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise DecodeError("value ends inside a number")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise DecodeError("number longer than 10 bytes")
+
+
+Reader = Callable[[bytes, int], tuple[Any, int]]
+
+
+def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
+    size, pos = read_long(buf, pos)
+    end = pos + size
+    if size < 0 or end > len(buf):
+        raise DecodeError(f"string of {size} bytes where {len(buf) - pos} are left")
+    try:
+        return buf[pos:end].decode("utf-8"), end
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"string is not UTF-8: {exc}") from exc
+
+
+def _read_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+    size, pos = read_long(buf, pos)
+    if size < 0 or pos + size > len(buf):
+        raise DecodeError(f"bytes of {size} where {len(buf) - pos} are left")
+    return buf[pos:pos + size], pos + size
+
+
+def _read_boolean(buf: bytes, pos: int) -> tuple[bool, int]:
+    if pos >= len(buf) or buf[pos] > 1:
+        raise DecodeError("invalid boolean")
+    return buf[pos] == 1, pos + 1
+
+
+def _fixed(fmt: str, size: int) -> Reader:
+    def read(buf: bytes, pos: int) -> tuple[float, int]:
+        if pos + size > len(buf):
+            raise DecodeError("value ends inside a floating-point number")
+        return struct.unpack_from(fmt, buf, pos)[0], pos + size
+    return read
+
+
+def _enum(name: str, symbols: list[str]) -> Reader:
+    def read(buf: bytes, pos: int) -> tuple[str, int]:
+        index, pos = read_long(buf, pos)
+        if not 0 <= index < len(symbols):
+            raise DecodeError(f"enum {name} has no symbol {index}")
+        return symbols[index], pos
+    return read
+
+
+def _union(branches: list[Reader]) -> Reader:
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
+        index, pos = read_long(buf, pos)
+        if not 0 <= index < len(branches):
+            raise DecodeError(f"union branch {index} of {len(branches)}")
+        return branches[index](buf, pos)
+    return read
+
+
+_SIMPLE: dict[str, Reader] = {
+    "null": lambda buf, pos: (None, pos), "int": read_long, "long": read_long, "string": _read_string,
+    "bytes": _read_bytes, "boolean": _read_boolean, "float": _fixed("<f", 4), "double": _fixed("<d", 8),
+}
+
+
+def reader(kind: Any) -> Reader:
+    """A function reading one value of an Avro type (those that come before a text field)."""
+    if isinstance(kind, list):
+        return _union([reader(k) for k in kind])
+    if isinstance(kind, dict):
+        return _enum(kind["name"], kind["symbols"]) if kind["type"] == "enum" else reader(kind["type"])
+    if kind in _SIMPLE:
+        return _SIMPLE[kind]
+    raise TypeError(f"cannot read Avro {kind!r} before a text field")
+
+
+@cache
+def _prefix(schema: str, field: str) -> tuple[tuple[str, Reader], ...]:
+    fields = schema_json(schema)["fields"]
+    names = [f["name"] for f in fields]
+    if field not in names or fields[names.index(field)]["type"] != "string":
+        raise TypeError(f"{schema} has no string field {field!r}")
+    return tuple((f["name"], reader(f["type"])) for f in fields[:names.index(field)])
+
+
+def cut(schema: str, field: str, value: bytes | None) -> Cut:
+    """Find ``field`` in an Avro value of ``schema`` by reading only the fields before it."""
+    if not value:
+        raise DecodeError(f"empty value where a {schema} was expected")
+    pos = 0
+    before: dict[str, Any] = {}
+    for name, read in _prefix(schema, field):
+        before[name], pos = read(value, pos)
+    text, end = _read_string(value, pos)
+    return Cut(text, pos, end, before)
+
+
+def _varint(n: int) -> bytes:
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [_varint(n) for n in range(1 << 13)]  # sizes and partitions: two bytes at most
+
+
+def varint(n: int) -> bytes:
+    """Avro's zig-zag variable-length encoding of an int or long."""
+    return _SMALL[n] if 0 <= n < 8192 else _varint(n)
+
+
+def _string(s: str) -> bytes:
+    raw = s.encode("utf-8")
+    return varint(len(raw)) + raw
+
+
+def string_array(items: list[str]) -> bytes:
+    """An Avro array of strings: one block of ``len(items)``, then the end marker."""
+    if not items:
+        return b"\x00"
+    return varint(len(items)) + b"".join(map(_string, items)) + b"\x00"
+
+
+def redacted_schema(schema: dict[str, Any], text: TextField) -> list[dict[str, Any]]:
+    """The fields ClickHouse receives for a record with a redacted text field."""
+    return [
+        {"name": f"{text.name}_redacted", "type": "string"},
+        {"name": "redactions", "type": {"type": "array", "items": "string"}},
+        *(f for f in schema["fields"] if f["name"] != text.name),
+    ]
+
+
+def redacted_value(schema: str, text: TextField, value: bytes | None, redact: Any) -> bytes:
+    """The value as ClickHouse receives it (see ``redacted_schema``); ``redact`` maps a text to an
+    object with ``text`` and ``kinds`` (``sinks.redact.Redactor.redact``)."""
+    found = cut(schema, text.name, value)
+    assert value is not None
+    if text.stored_when is not None and found.before.get(text.stored_when[0]) != text.stored_when[1]:
+        head = b"\x00\x00"  # not stored: an empty text and no kinds
+    else:
+        red = redact(found.text)
+        head = _string(red.text) + string_array(red.kinds)
+    return head + value[:found.start] + value[found.end:]
