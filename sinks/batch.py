@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from sinks.landing import LANDINGS, landing_value
+from sinks.landing import LANDINGS, framed, landing_value
 from sinks.rows import RowBuilder, Rows
 from switchboard import codec
 
@@ -21,7 +21,7 @@ CALL_FACTS = frozenset({"events", "engine_usage", "call_summaries"})  # the tabl
 @dataclass(slots=True)
 class Landed:
     msgs: list[ConsumerRecord] = field(default_factory=list)
-    values: list[bytes | None] = field(default_factory=list)  # what ClickHouse receives of each
+    values: list[bytes] = field(default_factory=list)  # what ClickHouse receives of each
 
 
 @dataclass(slots=True)
@@ -43,12 +43,12 @@ class Batch:
         unreadable: list[tuple[ConsumerRecord, str]] = []
         landing = LANDINGS.get(cls)
         if landing is not None and landing.text is None:
-            self.add_landed(cls, msgs, [m.value for m in msgs])
+            self.add_landed(cls, msgs, [framed(m.partition, m.offset, m.value or b"") for m in msgs])
         elif landing is not None:
             kept, values = [], []
             for msg in msgs:
                 try:
-                    values.append(landing_value(cls, msg.value, builder.redactor))
+                    values.append(framed(msg.partition, msg.offset, landing_value(cls, msg.value, builder.redactor)))
                     kept.append(msg)
                 except codec.DecodeError as exc:
                     unreadable.append((msg, f"DecodeError: {exc}"))
@@ -75,10 +75,10 @@ class Batch:
         if rows.call_id and not CALL_FACTS.isdisjoint(rows.tables):
             self.call_ids.add(rows.call_id)
 
-    def add_landed(self, cls: type, msgs: list[ConsumerRecord], values: list[bytes | None]) -> None:
-        """Keep records for ClickHouse to decode, ``values`` as ``sinks.landing.landing_value`` made
-        them. Their call is their key (the bus keys every record by call ID); a record without a key
-        is decoded for it."""
+    def add_landed(self, cls: type, msgs: list[ConsumerRecord], values: list[bytes]) -> None:
+        """Keep records for ClickHouse to decode, ``values`` as ``sinks.landing.framed`` made them
+        (here, on the loop, so the write's thread is left with ClickHouse's own work). Their call is
+        their key (the bus keys every record by call ID); a record without a key is decoded for it."""
         landed = self.landed.setdefault(cls, Landed())
         landed.msgs += msgs
         landed.values += values

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -75,11 +74,13 @@ def landing_table(cls: type) -> str:
     return f"landing_{LANDINGS[cls].stem}_{digest}"
 
 
-def landing_value(cls: type, value: bytes | None, redactor: Redactor) -> bytes | None:
+def landing_value(cls: type, value: bytes | None, redactor: Redactor) -> bytes:
     """What ClickHouse receives of one record, the Kafka coordinates aside: the value untouched or,
     for a record with text, rewritten with the text redacted. Raises ``DecodeError``."""
     text = LANDINGS[cls].text
-    return value if text is None else redacted_value(cls.SCHEMA, text, value, redactor.redact)  # type: ignore[attr-defined]
+    if text is None:
+        return value or b""
+    return redacted_value(cls.SCHEMA, text, value, redactor.redact)  # type: ignore[attr-defined]
 
 
 def clickhouse_type(avro: Any) -> str:
@@ -114,19 +115,21 @@ def landing_ddl(cls: type) -> str:
             f"{' and '.join(LANDINGS[cls].targets)}'")
 
 
-def container(cls: type, records: Iterable[tuple[int, int, bytes]]) -> bytes:
-    """An Avro object container of ``(partition, offset, value)`` records, one block each."""
+def framed(partition: int, offset: int, value: bytes) -> bytes:
+    """One record of the landing schema, with its size in front: the body of a container block."""
+    body = varint(partition) + varint(offset) + value
+    return varint(len(body)) + body
+
+
+def container(cls: type, records: list[bytes]) -> bytes:
+    """An Avro object container of records made by ``framed``, one block each."""
     sync = os.urandom(16)
     meta = {"avro.schema": json.dumps(framed_schema(cls)).encode(), "avro.codec": b"null"}
     header = [b"Obj\x01", varint(len(meta))]
     for key, val in meta.items():
         header += [varint(len(key)), key.encode(), varint(len(val)), val]
     head = b"".join(header) + b"\x00" + sync
-    objects = []
-    for partition, offset, value in records:
-        framed = varint(partition) + varint(offset) + value
-        objects.append(varint(len(framed)) + framed)
-    if not objects:
+    if not records:
         return head
     # each block: 1 object, its size, the object, the sync marker
-    return head + b"\x02" + (sync + b"\x02").join(objects) + sync
+    return head + b"\x02" + (sync + b"\x02").join(records) + sync

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -26,7 +27,7 @@ from sinks.batch import Batch
 from sinks.rows import RowBuilder
 from sinks.settings import SinkSettings
 from sinks.store import Store
-from sinks.writer import write
+from sinks.writer import write_facts
 from switchboard import metrics
 from switchboard.bus import Publisher, make_consumer, make_producer, topic_name
 from switchboard.topics import CALLS, DEADLETTER, LATENCY, REPLIES, SUMMARIES, TRANSCRIPTS, TURNS, USAGE, Topic
@@ -66,7 +67,8 @@ class Sink:
         self.by_name = {topic_name(settings, t): t for t in INPUTS}
         self._consumed = {t.name: metrics.RECORDS_CONSUMED.labels(SERVICE, t.name) for t in INPUTS}
         self.buffer = Batch()
-        self._inflight: asyncio.Task[None] | None = None  # the write of the previous batch
+        self._inflight: asyncio.Task[None] | None = None  # the write of the last batch
+        self._older: asyncio.Task[None] | None = None  # the one before it, maybe still committing
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
 
@@ -145,46 +147,47 @@ class Sink:
         await self.publisher.dead_letter(msg, error)
 
     async def _flush_behind(self) -> None:
-        """Hand the buffer to a background write and go on consuming: ClickHouse inserts (with the
-        GIL released) while the next batch is read. One write in flight at most, so the offset
-        commits stay in order and memory holds two batches at most."""
-        await self._settle()
+        """Hand the buffer to a background write and go on consuming: ClickHouse works with the GIL
+        released while the next batch is read. Two writes overlap at most, one inserting its
+        facts while the one before it rebuilds ``calls`` and commits; commits stay in order."""
+        if self._older is not None:
+            await self._settle(self._older)
         batch, self.buffer = self.buffer, Batch()
-        self._inflight = asyncio.create_task(self._write_and_commit(batch, retry=True))
+        self._older = self._inflight
+        self._inflight = asyncio.create_task(self._write_and_commit(batch, True, self._inflight))
 
     async def flush(self, retry: bool = True) -> None:
-        """Write everything buffered (after the write in flight, if any) and commit its offsets."""
-        await self._settle()
+        """Write everything buffered (after the writes in flight) and commit its offsets."""
+        if self._inflight is not None:
+            await self._settle(self._inflight)
         batch, self.buffer = self.buffer, Batch()
-        await self._write_and_commit(batch, retry)
+        await self._write_and_commit(batch, retry, None)
 
-    async def _settle(self) -> None:
-        task, self._inflight = self._inflight, None
-        if task is None:
-            return
+    async def _settle(self, task: asyncio.Task[None]) -> None:
         try:
-            await task
+            await task  # a write awaits the one before it, so this settles every earlier one too
         except BaseException:
             # Its records were not committed, so nothing read after them may be: drop the buffer
-            # and let the next owner of the partitions read both batches again.
+            # and let the next owner of the partitions read them all again.
+            self._inflight = self._older = None
             self.buffer = Batch()
             raise
+        if task is self._inflight:
+            self._inflight = self._older = None
+        elif task is self._older:
+            self._older = None
 
-    async def _write_and_commit(self, b: Batch, retry: bool) -> None:
-        """Insert the batch, then commit its offsets. Retries while ClickHouse is unavailable."""
+    async def _write_and_commit(self, b: Batch, retry: bool, previous: asyncio.Task[None] | None) -> None:
+        """Insert the batch, rebuild its calls, commit its offsets (after the previous batch's).
+        Retries while ClickHouse is unavailable."""
+        started = time.monotonic()
+        if not b.empty():
+            await self._retrying(lambda: write_facts(self.store, b, self._reject_written), retry)
+        if previous is not None:
+            await previous  # its failure is ours: nothing may be committed past it
         if b.empty():
             return
-        started = time.monotonic()
-        while True:
-            try:
-                await write(self.store, b, self._reject_written)
-                break
-            except Exception:
-                sink_metrics.FLUSH_FAILURES.inc()
-                logger.warning("insert failed; offsets not committed", exc_info=True)
-                if not retry or self._stopping.is_set():
-                    raise
-                await asyncio.sleep(self.settings.insert_retry_seconds)
+        await self._retrying(lambda: asyncio.to_thread(self.store.rebuild_calls, b.call_ids), retry)
         if self.settings.commit_delay_s:
             await asyncio.sleep(self.settings.commit_delay_s)
         try:
@@ -198,3 +201,15 @@ class Sink:
             sink_metrics.FRESHNESS.observe(max(0.0, now_ms - ts) / 1000)
         sink_metrics.FLUSH_SECONDS.observe(time.monotonic() - started)
         sink_metrics.BATCH_ROWS.observe(b.count)
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]], retry: bool) -> None:
+        while True:
+            try:
+                await step()
+                return
+            except Exception:
+                sink_metrics.FLUSH_FAILURES.inc()
+                logger.warning("write to ClickHouse failed; offsets not committed", exc_info=True)
+                if not retry or self._stopping.is_set():
+                    raise
+                await asyncio.sleep(self.settings.insert_retry_seconds)

@@ -62,14 +62,22 @@ def chdb_path(dsn: str) -> str:
 class Store:
     """The analytics database: schema, inserts, the calls rebuild and read queries.
 
-    One lock serialises every statement: chDB is one engine per process, and the
-    sink's writer and its query endpoint share it."""
+    A connection runs one statement at a time (its lock); the sink's query endpoint
+    shares the writer's, and ``lanes`` adds connections for writing tables side by side."""
 
     def __init__(self, dsn: str, database: str = "switchboard", lock: threading.Lock | None = None) -> None:
         self.dsn = dsn
         self.database = database
         self.client = connect(dsn, database)
         self.lock = lock or threading.Lock()
+        self._lanes: list[Store] = []
+
+    def lanes(self, n: int) -> list[Store]:
+        """``n`` connections for writing several tables at once: this one, then ones of their own
+        (chDB runs statements of different connections side by side; each connection, one at a time)."""
+        while len(self._lanes) < n - 1:
+            self._lanes.append(Store(self.dsn, self.database))
+        return [self, *self._lanes[: n - 1]]
 
     def reader(self) -> Store:
         """A second connection for read-only use. chDB keeps per-query settings such as
@@ -118,6 +126,8 @@ class Store:
             return self.client.raw_query(sql, fmt=fmt, settings=settings)
 
     def close(self) -> None:
+        for lane in self._lanes:
+            lane.close()
         with self.lock:
             self.client.close()
             bootstrap = getattr(self.client, "_switchboard_bootstrap", None)

@@ -10,7 +10,8 @@ is split in halves until the records it cannot take are found; those are handed 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import itertools
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from aiokafka.structs import ConsumerRecord
@@ -25,32 +26,51 @@ from switchboard import codec
 
 T = TypeVar("T")
 Reject = Callable[[ConsumerRecord, str], Awaitable[None]]
-Item = tuple[ConsumerRecord, bytes | None]  # a landed record and what ClickHouse receives of it
+Item = tuple[ConsumerRecord, bytes]  # a landed record and what ClickHouse receives of it
+
+
+LANES = 4  # tables of a batch written at once, each on its own connection
 
 
 async def write(store: Store, batch: Batch, reject: Reject) -> None:
-    for table, rows in batch.rows.items():
-        items = list(zip(rows, batch.origins[table], strict=True))
-        kept = await _insert_or_split(
-            items, lambda part, t=table: store.insert(t, COLUMNS[t], [row for row, _ in part]),
-            lambda item: item[1], f"insert into {table}", reject)
-        sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
-    for cls, landed in batch.landed.items():
-        kept = await _land(store, cls, landed, reject)
-        sink_metrics.ROWS_INSERTED.labels(landing_table(cls)).inc(len(kept))
+    await write_facts(store, batch, reject)
     await asyncio.to_thread(store.rebuild_calls, batch.call_ids)
 
 
-async def _land(store: Store, cls: type, landed: Landed, reject: Reject) -> list[Item]:
+async def write_facts(store: Store, batch: Batch, reject: Reject) -> None:
+    """Every table but ``calls``, which is computed from these (``Store.rebuild_calls``)."""
+    jobs: list[Coroutine[Any, Any, None]] = []
+    lanes = itertools.cycle(store.lanes(LANES))
+    for table, rows in batch.rows.items():
+        jobs.append(_insert_rows(next(lanes), table, rows, batch.origins[table], reject))
+    for cls, landed in batch.landed.items():
+        jobs.append(_land(next(lanes), cls, landed, reject))
+    # ClickHouse works with the GIL released: the tables go in side by side.
+    failures = [r for r in await asyncio.gather(*jobs, return_exceptions=True) if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]  # after every job ended, so a retry never overlaps this attempt
+
+
+async def _insert_rows(
+    store: Store, table: str, rows: list[tuple[Any, ...]], origins: list[ConsumerRecord], reject: Reject
+) -> None:
+    kept = await _insert_or_split(
+        list(zip(rows, origins, strict=True)), lambda part: store.insert(table, COLUMNS[table], [r for r, _ in part]),
+        lambda item: item[1], f"insert into {table}", reject)
+    sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
+
+
+async def _land(store: Store, cls: type, landed: Landed, reject: Reject) -> None:
     table = landing_table(cls)
     items = list(zip(landed.msgs, landed.values, strict=True))
 
     def insert(part: Sequence[Item]) -> None:
-        store.insert_avro(table, container(cls, [(m.partition, m.offset, value or b"") for m, value in part]))
+        store.insert_avro(table, container(cls, [value for _, value in part]))
 
     try:
         await asyncio.to_thread(insert, items)
-        return items
+        sink_metrics.ROWS_INSERTED.labels(table).inc(len(items))
+        return
     except OperationalError:
         raise
     except Exception:
@@ -63,7 +83,8 @@ async def _land(store: Store, cls: type, landed: Landed, reject: Reject) -> list
             readable.append((m, value))
         except codec.DecodeError as exc:
             await reject(m, f"DecodeError: {exc}")
-    return await _insert_or_split(readable, insert, lambda item: item[0], f"insert into {table}", reject)
+    kept = await _insert_or_split(readable, insert, lambda item: item[0], f"insert into {table}", reject)
+    sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
 
 
 async def _insert_or_split(

@@ -11,7 +11,7 @@ import fastavro
 import pytest
 
 from sinks.avro_text import varint
-from sinks.landing import LANDINGS, container, framed_schema
+from sinks.landing import LANDINGS, container, framed, framed_schema
 from switchboard import codec
 from switchboard import records as r
 
@@ -19,7 +19,8 @@ from switchboard import records as r
 def test_the_official_avro_library_reads_the_container_with_each_records_coordinates() -> None:
     records = [r.EngineUsage("c1", "agent", "openai", 10, 1, llm_tokens_in=7, cost_usd=0.25),
                r.EngineUsage("c2", "tts", "piper", 11, None, tts_characters=40)]
-    data = container(r.EngineUsage, [(5, 12, codec.encode(records[0])), (0, 2**40, codec.encode(records[1]))])
+    data = container(r.EngineUsage, [framed(5, 12, codec.encode(records[0])),
+                                     framed(0, 2**40, codec.encode(records[1]))])
     with avro.datafile.DataFileReader(io.BytesIO(data), avro.io.DatumReader()) as reader:
         rows = list(reader)
     assert [(row["kafka_partition"], row["kafka_offset"], row["call_id"]) for row in rows] == [

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from calls_data import CARD, known_calls, sink_settings
 
-from sinks.landing import LANDINGS, container, landing_table, landing_value
+from sinks.landing import LANDINGS, container, framed, landing_table, landing_value
 from sinks.redact import Redactor
 from sinks.report import StoreReader, run_reports
 from sinks.sink import INPUTS, Sink
@@ -141,9 +141,7 @@ def test_a_landing_table_has_the_columns_clickhouse_reads_from_the_records_conta
     store: Store, cls: type, tmp_path: Path
 ) -> None:
     path = tmp_path / "sample.avro"
-    value = landing_value(cls, codec.encode(SAMPLES[cls]), Redactor())
-    assert value is not None
-    path.write_bytes(container(cls, [(3, 7, value)]))
+    path.write_bytes(container(cls, [framed(3, 7, landing_value(cls, codec.encode(SAMPLES[cls]), Redactor()))]))
     inferred = store.query(f"DESCRIBE file('{path}', 'Avro')")[1]
     declared = store.query(f"DESCRIBE {landing_table(cls)}")[1]
     assert [(name, " ".join(kind.split())) for name, kind, *_ in inferred] == [
