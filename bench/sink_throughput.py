@@ -1,14 +1,15 @@
 """Benchmark of the ClickHouse sink on the embedded stack: sustained insert
 throughput (rows/s) and freshness (record produced → visible to a query).
 
-    .venv/bin/python bench/sink_throughput.py [--records 400000] [--rate 2000] [--seconds 20]
+    .venv/bin/python bench/sink_throughput.py [--records 300000] [--rate 2000] [--seconds 15]
 
-1. throughput: a backlog of pipeline records (turn events, final transcripts,
-   agent sentences, turn latencies, engine usage, call events) is produced to a
-   tansu broker first; the sink then drains it into a fresh embedded chDB. The
-   figure is rows inserted / time from the first record consumed to the last
-   offset committed (everything included: fetch, Avro decode, redaction, insert,
-   calls rebuild, commit). The insert path alone (buffer → ClickHouse) is timed too.
+1. throughput: a backlog of pipeline records (8-turn booking calls: turn events,
+   final transcripts, 3 of 8 with PII, agent sentences, turn latencies, engine
+   usage, call events; 74 rows a call) is produced to a tansu broker first; the
+   sink then drains it into a fresh embedded chDB. The figure is rows inserted /
+   time from the first record consumed to the last offset committed (everything
+   included: fetch, redaction, Avro decoding in ClickHouse, inserts, calls
+   rebuild, commit). The write alone (batch → ClickHouse) is timed too.
 2. freshness: records produced at a steady rate while the sink runs; a reader
    polls ClickHouse and notes when each record became visible to a query.
 Medians of --repeat runs are printed with the batch settings used.
@@ -255,7 +256,8 @@ async def main_async(args: argparse.Namespace) -> None:
     anchor = Store(dsn, "default")
     try:
         print(f"batch settings: batch_max_rows={args.batch_rows} batch_max_seconds={args.batch_seconds} "
-              f"fetch_max_records={args.fetch_records} fetch_max_wait_ms={base.fetch_max_wait_ms}; "
+              f"fetch_max_records={args.fetch_records} "
+              f"fetch_max_wait_ms={SinkSettings.model_fields['fetch_max_wait_ms'].default}; "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
               f"ClickHouse {dsn} (chDB, in-process); Kafka tansu {bootstrap}", flush=True)
         runs = []

@@ -104,7 +104,7 @@ class Sink:
                 for tp, msgs in batch.items():
                     await self.add_many(self.by_name[tp.topic], tp, msgs)
                 if self._due():
-                    await self._flush_behind()
+                    await self.flush_behind()
         finally:
             try:
                 await self.flush(retry=False)
@@ -146,7 +146,7 @@ class Sink:
             return
         await self.publisher.dead_letter(msg, error)
 
-    async def _flush_behind(self) -> None:
+    async def flush_behind(self) -> None:
         """Hand the buffer to a background write and go on consuming: ClickHouse works with the GIL
         released while the next batch is read. Two writes overlap at most, one inserting its
         facts while the one before it rebuilds ``calls`` and commits; commits stay in order."""

@@ -5,6 +5,7 @@ outage is retried without losing the batch, and a bad record is dead-lettered al
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -126,3 +127,55 @@ async def test_an_unreadable_record_is_dead_lettered_and_its_offset_still_commit
     assert all("DecodeError" in error for _, error in publisher.dead)
     assert store.query(query)[1] == [(1,), (3,)]
     assert consumer.commits == [{tp: 4}]
+
+
+async def test_overlapping_writes_commit_in_order_even_when_the_first_is_slower(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, consumer, _ = make_sink(store)
+    tp = TopicPartition("t.turns", 0)
+    real_rebuild = store.rebuild_calls
+    rebuilds = 0
+
+    def slow_first_rebuild(ids: Any) -> None:
+        nonlocal rebuilds
+        rebuilds += 1
+        if rebuilds == 1:
+            time.sleep(0.5)  # the first batch's calls rebuild outlasts the second batch's inserts
+        real_rebuild(ids)
+
+    monkeypatch.setattr(store, "rebuild_calls", slow_first_rebuild)
+    await sink.add_many(TURNS, tp, [turn_event(0, 0), turn_event(1, 1)])
+    await sink.flush_behind()
+    await sink.add_many(TURNS, tp, [turn_event(2, 2)])
+    await sink.flush_behind()
+    await asyncio.wait_for(sink.flush(), 10)
+    assert consumer.commits == [{tp: 2}, {tp: 3}]
+    assert store.query(PATHS["landed"][3])[1] == [(0,), (1,), (2,)]
+
+
+async def test_a_batch_is_not_committed_when_the_one_before_it_failed(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, consumer, _ = make_sink(store)
+    tp = TopicPartition("t.turns", 0)
+    real_rebuild = store.rebuild_calls
+    rebuilds = 0
+
+    def first_rebuild_fails(ids: Any) -> None:
+        nonlocal rebuilds
+        rebuilds += 1
+        if rebuilds == 1:
+            sink.stop()  # no more retries: the write of the first batch gives up
+            raise OperationalError("connection refused")
+        real_rebuild(ids)
+
+    monkeypatch.setattr(store, "rebuild_calls", first_rebuild_fails)
+    await sink.add_many(TURNS, tp, [turn_event(0, 0)])
+    await sink.flush_behind()
+    await sink.add_many(TURNS, tp, [turn_event(1, 1)])
+    await sink.flush_behind()
+    with pytest.raises(OperationalError):
+        await asyncio.wait_for(sink.flush(), 10)
+    assert consumer.commits == []  # the second batch's offsets would skip the first batch's records
+    assert sink.buffer.empty()
