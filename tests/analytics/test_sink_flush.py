@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -129,26 +130,36 @@ async def test_an_unreadable_record_is_dead_lettered_and_its_offset_still_commit
     assert consumer.commits == [{tp: 4}]
 
 
+def before_first_rebuild(store: Store, monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
+    """Run ``hook`` when the first batch rebuilds its calls, then rebuild as usual."""
+    real_rebuild = store.rebuild_calls
+    calls = 0
+
+    def rebuild(ids: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            hook()
+        real_rebuild(ids)
+
+    monkeypatch.setattr(store, "rebuild_calls", rebuild)
+
+
+async def two_overlapping_writes(sink: Sink, tp: TopicPartition) -> None:
+    await sink.add_many(TURNS, tp, [turn_event(0, 0), turn_event(1, 1)])
+    await sink.flush_behind()
+    await sink.add_many(TURNS, tp, [turn_event(2, 2)])
+    await sink.flush_behind()
+
+
 async def test_overlapping_writes_commit_in_order_even_when_the_first_is_slower(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sink, consumer, _ = make_sink(store)
     tp = TopicPartition("t.turns", 0)
-    real_rebuild = store.rebuild_calls
-    rebuilds = 0
-
-    def slow_first_rebuild(ids: Any) -> None:
-        nonlocal rebuilds
-        rebuilds += 1
-        if rebuilds == 1:
-            time.sleep(0.5)  # the first batch's calls rebuild outlasts the second batch's inserts
-        real_rebuild(ids)
-
-    monkeypatch.setattr(store, "rebuild_calls", slow_first_rebuild)
-    await sink.add_many(TURNS, tp, [turn_event(0, 0), turn_event(1, 1)])
-    await sink.flush_behind()
-    await sink.add_many(TURNS, tp, [turn_event(2, 2)])
-    await sink.flush_behind()
+    # the first batch's calls rebuild outlasts the second batch's inserts
+    before_first_rebuild(store, monkeypatch, lambda: time.sleep(0.5))
+    await two_overlapping_writes(sink, tp)
     await asyncio.wait_for(sink.flush(), 10)
     assert consumer.commits == [{tp: 2}, {tp: 3}]
     assert store.query(PATHS["landed"][3])[1] == [(0,), (1,), (2,)]
@@ -159,22 +170,13 @@ async def test_a_batch_is_not_committed_when_the_one_before_it_failed(
 ) -> None:
     sink, consumer, _ = make_sink(store)
     tp = TopicPartition("t.turns", 0)
-    real_rebuild = store.rebuild_calls
-    rebuilds = 0
 
-    def first_rebuild_fails(ids: Any) -> None:
-        nonlocal rebuilds
-        rebuilds += 1
-        if rebuilds == 1:
-            sink.stop()  # no more retries: the write of the first batch gives up
-            raise OperationalError("connection refused")
-        real_rebuild(ids)
+    def give_up() -> None:
+        sink.stop()  # no more retries: the write of the first batch fails for good
+        raise OperationalError("connection refused")
 
-    monkeypatch.setattr(store, "rebuild_calls", first_rebuild_fails)
-    await sink.add_many(TURNS, tp, [turn_event(0, 0)])
-    await sink.flush_behind()
-    await sink.add_many(TURNS, tp, [turn_event(1, 1)])
-    await sink.flush_behind()
+    before_first_rebuild(store, monkeypatch, give_up)
+    await two_overlapping_writes(sink, tp)
     with pytest.raises(OperationalError):
         await asyncio.wait_for(sink.flush(), 10)
     assert consumer.commits == []  # the second batch's offsets would skip the first batch's records
