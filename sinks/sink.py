@@ -121,9 +121,6 @@ class Sink:
             return False
         return b.count >= self.settings.batch_max_rows or time.monotonic() - b.since >= self.settings.batch_max_seconds
 
-    async def add(self, topic: Topic, tp: TopicPartition, msg: ConsumerRecord) -> None:
-        await self.add_many(topic, tp, [msg])
-
     async def add_many(self, topic: Topic, tp: TopicPartition, msgs: list[ConsumerRecord]) -> None:
         """Buffer records of one partition; a record we cannot read goes to the dead-letter topic."""
         if not msgs:
