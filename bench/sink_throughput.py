@@ -120,7 +120,7 @@ async def produce_backlog(settings: ServiceSettings, n_records: int) -> int:
 
 
 async def insert_path(store: Store, redactor: Any, batch_rows: int, batches: int) -> float:
-    """Sustained rows/s of the write alone (what ``Sink.flush`` hands to ``sinks.writer.write``: one
+    """Sustained rows/s of the write alone (``sinks.writer.write``, what the sink does per batch: one
     insert per table, one Avro insert per landing table, the calls rebuild) on batches prepared
     beforehand, so Kafka, Avro decoding and redaction are left out."""
     builder = RowBuilder(redactor)
@@ -266,7 +266,7 @@ async def main_async(args: argparse.Namespace) -> None:
             runs.append(res)
             print(f"  throughput run {i + 1}: {res['rows']:.0f} rows in {res['seconds']:.2f} s = "
                   f"{res['rows_per_s']:,.0f} rows/s end to end ({res['rows_per_cpu_s']:,.0f} rows per CPU-second of "
-                  f"the sink process); insert path alone {res['insert_only_rows_per_s']:,.0f} rows/s", flush=True)
+                  f"the sink process); write alone {res['insert_only_rows_per_s']:,.0f} rows/s", flush=True)
         fresh = []
         for i in range(args.repeat):
             res = await freshness(base, dsn, args)
@@ -277,7 +277,7 @@ async def main_async(args: argparse.Namespace) -> None:
         med = statistics.median
         print(f"median: sustained throughput {med(x['rows_per_s'] for x in runs):,.0f} rows/s end to end "
               f"(Kafka → ClickHouse, {med(x['rows'] for x in runs):.0f} rows; "
-              f"{med(x['rows_per_cpu_s'] for x in runs):,.0f} rows/CPU-s); insert path "
+              f"{med(x['rows_per_cpu_s'] for x in runs):,.0f} rows/CPU-s); write alone "
               f"{med(x['insert_only_rows_per_s'] for x in runs):,.0f} rows/s; freshness p50 "
               f"{med(x['p50_s'] for x in fresh) * 1000:.0f} ms, p95 {med(x['p95_s'] for x in fresh) * 1000:.0f} ms "
               f"(load average now {os.getloadavg()[0]:.1f})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
@@ -25,6 +27,14 @@ def json_object(text: str | bytes) -> dict[str, Any]:
     if not isinstance(msg, dict):
         raise ProtocolError(1007, "message is not a JSON object", "invalid_json")
     return msg
+
+
+def base64_payload(data: Any, what: str) -> bytes:
+    """Decode a base64 audio payload, or raise the ProtocolError every channel closes with."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ProtocolError(1007, f"{what} is not valid base64", "bad_base64") from exc
 
 
 class UnknownMessage(ValueError):

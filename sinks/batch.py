@@ -84,14 +84,13 @@ class Batch:
         landed.values += values
         self.count += len(msgs)
         keys = {m.key for m in msgs}
+        self.call_ids.update(k.decode("utf-8", "replace") for k in keys if k)
         if None in keys or b"" in keys:
-            keys -= {None, b""}
             for m in msgs:
                 # an unreadable one is refused by the insert and dead-lettered by the writer
                 if not m.key:
                     with suppress(codec.DecodeError):
                         self.call_ids.add(codec.decode(cls, m.value).call_id)
-        self.call_ids.update(k.decode("utf-8", "replace") for k in keys)
 
     def timestamps(self, sample: int = 100) -> list[int]:
         """Produce times (ms) of up to about ``sample`` records, for the freshness histogram."""

@@ -69,13 +69,18 @@ async def _land(store: Store, cls: type, landed: Landed, reject: Reject) -> None
 
     try:
         await asyncio.to_thread(insert, items)
-        sink_metrics.ROWS_INSERTED.labels(table).inc(len(items))
-        return
+        kept = items
     except OperationalError:
         raise
     except Exception:
-        pass
-    # Find the values that are not records of the schema the way every other consumer would.
+        kept = await _insert_or_split(await _readable(cls, items, reject), insert, lambda item: item[0],
+                                      f"insert into {table}", reject)
+    sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
+
+
+async def _readable(cls: type, items: list[Item], reject: Reject) -> list[Item]:
+    """The values that are records of the schema the way every other consumer reads them; the rest
+    is rejected."""
     readable = []
     for m, value in items:
         try:
@@ -83,8 +88,7 @@ async def _land(store: Store, cls: type, landed: Landed, reject: Reject) -> None
             readable.append((m, value))
         except codec.DecodeError as exc:
             await reject(m, f"DecodeError: {exc}")
-    kept = await _insert_or_split(readable, insert, lambda item: item[0], f"insert into {table}", reject)
-    sink_metrics.ROWS_INSERTED.labels(table).inc(len(kept))
+    return readable
 
 
 async def _insert_or_split(

@@ -10,12 +10,11 @@ https://learn.microsoft.com/azure/communication-services/how-tos/call-automation
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingress.protocol import ProtocolError, json_object
+from ingress.protocol import ProtocolError, base64_payload, json_object
 
 SAMPLE_RATES = (16_000, 24_000)
 BYTES_PER_SAMPLE = 2
@@ -72,10 +71,7 @@ def parse(text: str | bytes) -> AcsEvent:
         data = body.get("data") or ""
         if not isinstance(data, str):
             raise ProtocolError(1007, "AudioData data is not a base64 string", "bad_base64")
-        try:
-            pcm = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProtocolError(1007, "AudioData data is not valid base64", "bad_base64") from exc
+        pcm = base64_payload(data, "AudioData data")
         if len(pcm) % BYTES_PER_SAMPLE:
             raise ProtocolError(1007, f"AudioData of {len(pcm)} bytes is not whole PCM16 samples", "bad_audio")
         return AudioData(pcm, silent, str(body.get("timestamp", "")), str(body.get("participantrawid", "")))

@@ -15,12 +15,11 @@ below and docs/channels.md).
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingress.protocol import ProtocolError, json_object
+from ingress.protocol import ProtocolError, base64_payload, json_object
 
 SAMPLE_RATES = (8_000, 16_000, 24_000, 44_100, 48_000)
 BYTES_PER_SAMPLE = 2
@@ -54,10 +53,7 @@ def parse(text: str | bytes) -> ClientMessage:
         data = msg.get("data")
         if not isinstance(data, str):
             raise ProtocolError(1007, "audio_chunk without a base64 'data' string", "malformed")
-        try:
-            pcm = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ProtocolError(1007, "audio_chunk data is not valid base64", "bad_base64") from exc
+        pcm = base64_payload(data, "audio_chunk data")
         if len(pcm) % BYTES_PER_SAMPLE:
             raise ProtocolError(1007, f"audio_chunk of {len(pcm)} bytes is not whole PCM16 samples", "bad_audio")
         rate = msg.get("sample_rate")

@@ -7,12 +7,11 @@ https://www.twilio.com/docs/voice/media-streams/websocket-messages
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.protocol import ProtocolError, UnknownMessage, json_object
+from ingress.protocol import ProtocolError, UnknownMessage, base64_payload, json_object
 
 MULAW_RATE = 8000
 
@@ -74,10 +73,7 @@ def parse(text: str | bytes) -> TwilioEvent:
     sid = str(msg.get("streamSid", ""))
     if event == "media":
         media = _obj(msg, "media")
-        try:
-            payload = base64.b64decode(media.get("payload", ""), validate=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
-            raise ProtocolError(1007, "media payload is not valid base64", "bad_base64") from exc
+        payload = base64_payload(media.get("payload", ""), "media payload")
         return Media(sid, payload, int(media.get("chunk", 0) or 0), int(media.get("timestamp", 0) or 0))
     if event == "start":
         start = _obj(msg, "start")
