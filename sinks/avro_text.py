@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from switchboard.codec import DecodeError, schema_json
 
@@ -29,14 +29,13 @@ class TextField:
     stored_when: tuple[str, str] | None = None  # (enum field before the text, symbol)
 
 
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """The text of one value, where it lay, and the fields read before it."""
+class Cut(NamedTuple):  # a tuple: a frozen dataclass costs a microsecond to build, every value
+    """The text of one value and where it lay."""
 
     text: str
     start: int  # first byte of the field (its length)
     end: int  # first byte after it
-    before: dict[str, Any]
+    stored: bool  # ``TextField.stored_when`` holds (or there is no condition)
 
 
 def read_long(buf: bytes, pos: int) -> tuple[int, int]:
@@ -125,25 +124,75 @@ def reader(kind: Any) -> Reader:
     raise TypeError(f"cannot read Avro {kind!r} before a text field")
 
 
-@cache
-def _prefix(schema: str, field: str) -> tuple[tuple[str, Reader], ...]:
+# How each field before the text is passed over. The sink cuts every transcript and reply it
+# reads, so the common types are stepped over inline (no string decoded, no call per field).
+_SKIP_LONG, _SKIP_BYTES, _ENUM, _READ = range(4)
+
+
+@cache  # keyed by strings, which hash and compare in C: it is looked up for every value
+def _plan(schema: str, name: str, stored_when: tuple[str, str] | None) -> tuple[tuple[int, Any], ...]:
     fields = schema_json(schema)["fields"]
     names = [f["name"] for f in fields]
-    if field not in names or fields[names.index(field)]["type"] != "string":
-        raise TypeError(f"{schema} has no string field {field!r}")
-    return tuple((f["name"], reader(f["type"])) for f in fields[:names.index(field)])
+    if name not in names or fields[names.index(name)]["type"] != "string":
+        raise TypeError(f"{schema} has no string field {name!r}")
+    condition, symbol = stored_when or (None, None)
+    plan: list[tuple[int, Any]] = []
+    for f in fields[:names.index(name)]:
+        kind = f["type"]
+        is_enum = isinstance(kind, dict) and kind["type"] == "enum"
+        if f["name"] == condition and not (is_enum and symbol in kind["symbols"]):
+            raise TypeError(f"{schema}.{condition} is not an enum with the symbol {symbol!r}")
+        if kind in ("int", "long"):
+            plan.append((_SKIP_LONG, None))
+        elif kind in ("string", "bytes"):
+            plan.append((_SKIP_BYTES, None))
+        elif is_enum:
+            wanted = kind["symbols"].index(symbol) if f["name"] == condition else -1
+            plan.append((_ENUM, (kind["name"], len(kind["symbols"]), wanted)))
+        else:
+            plan.append((_READ, reader(kind)))
+    if condition is not None and condition not in names[:names.index(name)]:
+        raise TypeError(f"{schema} has no enum {condition!r} before {name!r}")
+    return tuple(plan)
 
 
-def cut(schema: str, field: str, value: bytes | None) -> Cut:
-    """Find ``field`` in an Avro value of ``schema`` by reading only the fields before it."""
+def cut(schema: str, text: TextField, value: bytes | None) -> Cut:
+    """Find the text field in an Avro value of ``schema`` by stepping over the fields before it."""
     if not value:
         raise DecodeError(f"empty value where a {schema} was expected")
-    pos = 0
-    before: dict[str, Any] = {}
-    for name, read in _prefix(schema, field):
-        before[name], pos = read(value, pos)
-    text, end = _read_string(value, pos)
-    return Cut(text, pos, end, before)
+    pos, size, stored = 0, len(value), True
+    try:
+        for op, arg in _plan(schema, text.name, text.stored_when):
+            if op == _READ:
+                pos = arg(value, pos)[1]
+                continue
+            byte = value[pos]
+            if byte < 0x80:  # one-byte varint, the usual case
+                n, pos = (byte >> 1) ^ -(byte & 1), pos + 1
+            else:
+                n, pos = read_long(value, pos)
+            if op == _SKIP_BYTES:
+                if n < 0 or pos + n > size:
+                    raise DecodeError(f"string of {n} bytes where {size - pos} are left")
+                pos += n
+            elif op == _ENUM:
+                name, count, wanted = arg
+                if not 0 <= n < count:
+                    raise DecodeError(f"enum {name} has no symbol {n}")
+                if wanted >= 0 and n != wanted:
+                    stored = False
+        start = pos
+        byte = value[pos]
+        n, pos = ((byte >> 1) ^ -(byte & 1), pos + 1) if byte < 0x80 else read_long(value, pos)
+    except IndexError:
+        raise DecodeError("value ends inside a number") from None
+    end = pos + n
+    if n < 0 or end > size:
+        raise DecodeError(f"string of {n} bytes where {size - pos} are left")
+    try:
+        return Cut(value[pos:end].decode("utf-8"), start, end, stored)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"string is not UTF-8: {exc}") from exc
 
 
 def _varint(n: int) -> bytes:
@@ -161,10 +210,18 @@ _SMALL = [_varint(n) for n in range(1 << 13)]  # sizes and partitions: two bytes
 
 def varint(n: int) -> bytes:
     """Avro's zig-zag variable-length encoding of an int or long."""
-    return _SMALL[n] if 0 <= n < 8192 else _varint(n)
+    if 0 <= n < 8192:
+        return _SMALL[n]
+    if 0 < n < 1 << 27:  # Kafka offsets, mostly: three or four bytes, without the loop
+        z = n << 1
+        if z < 1 << 21:
+            return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14))
+        return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80, z >> 21))
+    return _varint(n)
 
 
-def _string(s: str) -> bytes:
+def string(s: str) -> bytes:
+    """An Avro string."""
     raw = s.encode("utf-8")
     return varint(len(raw)) + raw
 
@@ -173,7 +230,7 @@ def string_array(items: list[str]) -> bytes:
     """An Avro array of strings: one block of ``len(items)``, then the end marker."""
     if not items:
         return b"\x00"
-    return varint(len(items)) + b"".join(map(_string, items)) + b"\x00"
+    return varint(len(items)) + b"".join(map(string, items)) + b"\x00"
 
 
 def redacted_schema(schema: dict[str, Any], text: TextField) -> list[dict[str, Any]]:
@@ -188,11 +245,12 @@ def redacted_schema(schema: dict[str, Any], text: TextField) -> list[dict[str, A
 def redacted_value(schema: str, text: TextField, value: bytes | None, redact: Any) -> bytes:
     """The value as ClickHouse receives it (see ``redacted_schema``); ``redact`` maps a text to an
     object with ``text`` and ``kinds`` (``sinks.redact.Redactor.redact``)."""
-    found = cut(schema, text.name, value)
+    found = cut(schema, text, value)
     assert value is not None
-    if text.stored_when is not None and found.before.get(text.stored_when[0]) != text.stored_when[1]:
+    if not found.stored:
         head = b"\x00\x00"  # not stored: an empty text and no kinds
     else:
         red = redact(found.text)
-        head = _string(red.text) + string_array(red.kinds)
-    return head + value[:found.start] + value[found.end:]
+        # nothing found: the text's own bytes, already an Avro string, and no kinds
+        head = string(red.text) + string_array(red.kinds) if red.kinds else value[found.start:found.end] + b"\x00"
+    return b"".join((head, value[:found.start], value[found.end:]))

@@ -21,6 +21,8 @@ MULTIPLIERS = {"double": 2, "triple": 3}
 # Separators that keep a run going but mark a group boundary.
 GROUP_JOINERS = {"-", ",", ".", "/", "(", ")", "dash", "hyphen"}
 NUMBER_WORDS = set(UNITS) | set(TEENS) | set(TENS) | set(MULTIPLIERS) | {"hundred"}
+RUN_WORDS = frozenset(NUMBER_WORDS | GROUP_JOINERS)  # the words a run can hold
+RUN_START = re.compile(r"[\d+(]")  # where a run of written digits can begin
 
 TOKEN = re.compile(r"(?P<w>[A-Za-z]+)|(?P<d>\d+)|(?P<p>[^\sA-Za-z\d])")
 
@@ -65,8 +67,10 @@ class Run:
         return Run(self.pieces[i:j], self.plus and i == 0)
 
 
-def find_runs(text: str) -> list[Run]:
-    """Every run of spoken or written digits in ``text``, in order."""
+def find_runs(text: str, words: bool = True) -> list[Run]:
+    """Every run of spoken or written digits in ``text``, in order. ``words=False`` says the text
+    holds no number word (the caller counted them), so runs start at a digit, "+" or "(" and the
+    words before the first of these need not be looked at."""
     runs: list[Run] = []
     pieces: list[Piece] = []
     plus = False
@@ -83,13 +87,25 @@ def find_runs(text: str) -> list[Run]:
             runs.append(Run(pieces, plus))
         pieces, plus, boundary, multiplier, tens_piece, lead = [], False, True, 1, None, None
 
-    for m in TOKEN.finditer(text):
-        word, digits, punct = m.group("w"), m.group("d"), m.group("p")
-        low = word.lower() if word else ""
-        if digits is not None:
-            pieces.append(Piece(m.start(), m.end(), digits, True))
+    start = 0
+    if not words:
+        first = RUN_START.search(text)
+        if first is None:
+            return runs
+        start = first.start()
+    for m in TOKEN.finditer(text, start):
+        kind, token = m.lastgroup, m.group()
+        if kind == "d":
+            pieces.append(Piece(m.start(), m.end(), token, True))
             boundary, tens_piece = True, None
-        elif low in UNITS and not (low == "oh" and not pieces and _next_is_punct(text, m.end())):
+            continue
+        low, punct = (token.lower(), None) if kind == "w" else ("", token)
+        if low and low not in RUN_WORDS:
+            # most words of a sentence: they end any run (close() with no run open changes nothing)
+            if pieces or plus or lead is not None or multiplier != 1:
+                close()
+            continue
+        if low in UNITS and not (low == "oh" and not pieces and _next_is_punct(text, m.end())):
             d = UNITS[low]
             if tens_piece is not None and d != 0 and low != "oh":
                 tens_piece.digits = tens_piece.digits[0] + str(d)

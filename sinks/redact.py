@@ -71,6 +71,22 @@ DATE_HINT = re.compile(r"\d[/.-]\d")
 MONTH_WORDS = frozenset(MONTHS) | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 ORDINAL_WORDS = frozenset(ORDINALS)
 TLDS_SPOKEN = frozenset(TLD_WORDS)  # "dot com": a spoken address always ends in one of these words
+# The first screen works on ASCII bytes, where C does the scanning: every letter run is a token.
+_LETTERS_ONLY = bytes(c if 97 <= c <= 122 else 32 for c in range(256))
+_ASCII_DIGITS = b"0123456789"
+_NUMERIC_TOKENS = frozenset(w.encode() for w in frozenset(NUMBER_WORDS) | ORDINAL_WORDS)
+_TLD_TOKENS = frozenset(w.encode() for w in TLD_WORDS)
+
+
+def _plainly_nothing(text: str) -> bool:
+    """True for a text with no digit, "@", number word or ordinal, and no "at" with a domain word:
+    no rule below can match it (most sentences of a call). Other texts, and any that is not
+    ASCII (its digits may be other scripts'), take the full passes."""
+    raw = text.lower().encode()
+    if not raw.isascii() or len(raw.translate(None, _ASCII_DIGITS)) != len(raw) or b"@" in raw:
+        return False
+    tokens = raw.translate(_LETTERS_ONLY).split()
+    return _NUMERIC_TOKENS.isdisjoint(tokens) and (b"at" not in tokens or _TLD_TOKENS.isdisjoint(tokens))
 
 
 @dataclass(slots=True)
@@ -93,6 +109,8 @@ class Redactor:
         found: list[tuple[int, int, str]] = []
         # Cheap screens first: most sentences hold no number, no "@"/"at" and no month, and the sink
         # redacts every transcript row, so the full passes run only where they can find something.
+        if _plainly_nothing(text):
+            return Redacted(text)
         tokens = WORD.findall(text.lower())
         digits = len(DIGIT.findall(text))
         number_words = sum(1 for t in tokens if t in NUMBER_WORDS)
@@ -105,7 +123,7 @@ class Redactor:
             found += self._dates(text)
         # a run needs 7+ digits; a number word stands for at most 3 ("double five", "twenty", "hundred")
         if self.kinds & {CARD, SSN, PHONE} and digits + 3 * number_words >= 7:
-            for run in find_runs(text):
+            for run in find_runs(text, words=number_words > 0):
                 found += self._numbers(text, run)
         if not found:
             return Redacted(text)

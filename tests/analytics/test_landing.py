@@ -33,7 +33,8 @@ def test_an_empty_container_holds_no_records() -> None:
     assert list(fastavro.reader(io.BytesIO(container(r.TurnEvent, [])))) == []
 
 
-@pytest.mark.parametrize("n", [0, 1, -1, 63, 64, -65, 8191, 8192, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63)])
+@pytest.mark.parametrize("n", [0, 1, -1, 63, 64, -65, 8191, 8192, 2**20 - 1, 2**20, 2**27 - 1, 2**27, 2**31 - 1,
+                               -(2**31), 2**63 - 1, -(2**63)])
 def test_varint_is_avros_zigzag_encoding(n: int) -> None:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, {"type": "long"}, n)

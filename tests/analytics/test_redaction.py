@@ -9,6 +9,8 @@ import logging
 
 import pytest
 
+import sinks.redact as redact_module
+from sinks.numbers import find_runs
 from sinks.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor, caller_hash, mask_caller
 from sinks.settings import SinkSettings
 from switchboard.logs import JsonFormatter
@@ -68,6 +70,24 @@ def test_each_pii_kind_is_masked_in_digits_and_in_words(redact: Redactor, kind: 
 ])
 def test_ordinary_call_center_speech_is_left_alone(redact: Redactor, text: str) -> None:
     assert redact(text) == text
+
+
+PLAIN = [
+    "Hi, I'd like to book an appointment please.", "Yes, that's right.", "Would you like me to call us back?",
+    "We're at the clinic, the one on Main Street.", "Ten in the morning would be great.", "Oh, twenty past two?",
+    "(That was the first time.)", "+ and - are on the keypad", "Je vous écris à propos de mon rendez-vous.",
+    "It's at example dot com I think", "My number is ٤١٥٥٥٥٢٦٧١",
+]
+
+
+@pytest.mark.parametrize("text", [c[1] for c in CASES] + PLAIN)
+def test_the_cheap_screens_never_change_what_is_found(
+    redact: Redactor, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screened = redact.redact(text)
+    monkeypatch.setattr(redact_module, "_plainly_nothing", lambda text: False)
+    monkeypatch.setattr(redact_module, "find_runs", lambda text, words=True: find_runs(text))
+    assert redact.redact(text) == screened
 
 
 def test_a_whole_transcript_loses_every_kind_at_once(redact: Redactor) -> None:
