@@ -103,9 +103,6 @@ class Sink:
                 batch = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.fetch_max_records)
                 for tp, msgs in batch.items():
                     await self.add_many(self.by_name[tp.topic], tp, msgs)
-                    # Let the consumer's fetch task run between partitions: it asks the broker for
-                    # more of the partitions just taken while we work through the rest.
-                    await asyncio.sleep(0)
                 if self._due():
                     await self.flush_behind()
         finally:
