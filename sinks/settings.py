@@ -25,7 +25,8 @@ class SinkSettings(ServiceSettings):
         "repository; one process owns a path) or http(s)://user:password@host:8123 (a ClickHouse server)",
     )
     clickhouse_database: str = Field("switchboard", description="database holding the analytics tables")
-    batch_max_rows: int = Field(100_000, ge=1, description="flush the buffer once it holds this many rows")
+    batch_max_rows: int = Field(100_000, ge=1, description="flush the buffer once it holds this many rows "
+                                "(up to twice as many while two writes are in flight)")
     batch_max_seconds: float = Field(0.5, gt=0, description="flush the buffer at least this often (bounds freshness)")
     insert_retry_seconds: float = Field(1.0, gt=0, description="wait between attempts when ClickHouse rejects a flush")
     fetch_max_records: int = Field(20_000, ge=1, description="records taken from Kafka per poll")

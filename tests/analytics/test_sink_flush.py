@@ -5,6 +5,7 @@ outage is retried without losing the batch, and a bad record is dead-lettered al
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,9 +58,9 @@ def call_event(offset: int, turn: int) -> ConsumerRecord:
     return ConsumerRecord("t.calls", 0, offset, 0, 0, b"c1", value, None, 0, len(value), [])
 
 
-def make_sink(store: Store) -> tuple[Sink, FakeConsumer, FakePublisher]:
+def make_sink(store: Store, **settings_: Any) -> tuple[Sink, FakeConsumer, FakePublisher]:
     settings = SinkSettings(clickhouse_dsn=store.dsn, clickhouse_database=store.database, topic_prefix="t.",
-                            insert_retry_seconds=0.01, query_port=0)
+                            insert_retry_seconds=0.01, query_port=0, **settings_)
     sink = Sink(settings, store)
     consumer, publisher = FakeConsumer(), FakePublisher()
     sink.consumer, sink.publisher = consumer, publisher  # type: ignore[assignment]
@@ -181,3 +182,21 @@ async def test_a_batch_is_not_committed_when_the_one_before_it_failed(
         await asyncio.wait_for(sink.flush(), 10)
     assert consumer.commits == []  # the second batch's offsets would skip the first batch's records
     assert sink.buffer.empty()
+
+
+async def test_while_two_writes_are_busy_the_sink_reads_on_into_a_bigger_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, consumer, _ = make_sink(store, batch_max_rows=2)
+    tp = TopicPartition("t.turns", 0)
+    release = threading.Event()
+    before_first_rebuild(store, monkeypatch, lambda: release.wait(10))
+    await two_overlapping_writes(sink, tp)
+    await sink.add_many(TURNS, tp, [turn_event(3, 3), turn_event(4, 4)])
+    assert not sink._due()  # a full batch, but a third write would only wait for the first
+    await sink.add_many(TURNS, tp, [turn_event(5, 5), turn_event(6, 6)])
+    assert sink._due()  # twice the batch size: now it waits (back-pressure) rather than grow
+    release.set()
+    await asyncio.wait_for(sink.flush(), 10)
+    assert consumer.commits == [{tp: 2}, {tp: 3}, {tp: 7}]
+    assert store.query(PATHS["landed"][3])[1] == [(i,) for i in range(7)]
