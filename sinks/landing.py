@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -121,7 +122,7 @@ def framed(partition: int, offset: int, value: bytes) -> bytes:
     return varint(len(body)) + body
 
 
-def container(cls: type, records: list[bytes]) -> bytes:
+def container(cls: type, records: Sequence[bytes]) -> bytes:
     """An Avro object container of records made by ``framed``, one block each."""
     sync = os.urandom(16)
     meta = {"avro.schema": json.dumps(framed_schema(cls)).encode(), "avro.codec": b"null"}

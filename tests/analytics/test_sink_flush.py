@@ -58,12 +58,13 @@ def call_event(offset: int, turn: int) -> ConsumerRecord:
     return ConsumerRecord("t.calls", 0, offset, 0, 0, b"c1", value, None, 0, len(value), [])
 
 
-def make_sink(store: Store, **settings_: Any) -> tuple[Sink, FakeConsumer, FakePublisher]:
+async def make_sink(store: Store, **settings_: Any) -> tuple[Sink, FakeConsumer, FakePublisher]:
     settings = SinkSettings(clickhouse_dsn=store.dsn, clickhouse_database=store.database, topic_prefix="t.",
                             insert_retry_seconds=0.01, query_port=0, **settings_)
     sink = Sink(settings, store)
     consumer, publisher = FakeConsumer(), FakePublisher()
     sink.consumer, sink.publisher = consumer, publisher  # type: ignore[assignment]
+    await sink.producer.stop()  # never started: dead letters go to the fake publisher
     return sink, consumer, publisher
 
 
@@ -80,7 +81,7 @@ async def test_offsets_are_committed_only_after_clickhouse_accepted_the_batch(
     store: Store, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     topic, make, method, query = PATHS[path]
-    sink, consumer, _ = make_sink(store)
+    sink, consumer, _ = await make_sink(store)
     tp = TopicPartition(f"t.{topic.name}", 0)
     await sink.add_many(topic, tp, [make(i, i) for i in range(3)])
     real_insert = getattr(store, method)
@@ -103,7 +104,7 @@ async def test_offsets_are_committed_only_after_clickhouse_accepted_the_batch(
 
 
 async def test_a_row_clickhouse_cannot_take_is_dead_lettered_and_the_rest_inserted(store: Store) -> None:
-    sink, consumer, publisher = make_sink(store)
+    sink, consumer, publisher = await make_sink(store)
     tp = TopicPartition("t.calls", 0)
     await sink.add_many(CALLS, tp, [call_event(i, i) for i in range(5)])
     rows = sink.buffer.rows["events"]
@@ -118,7 +119,7 @@ async def test_a_row_clickhouse_cannot_take_is_dead_lettered_and_the_rest_insert
 @pytest.mark.parametrize("path", PATHS)
 async def test_an_unreadable_record_is_dead_lettered_and_its_offset_still_committed(store: Store, path: str) -> None:
     topic, make, _, query = PATHS[path]
-    sink, consumer, publisher = make_sink(store)
+    sink, consumer, publisher = await make_sink(store)
     tp = TopicPartition(f"t.{topic.name}", 0)
     cut_short = make(2, 2)
     cut_short = ConsumerRecord(cut_short.topic, 0, 2, 0, 0, b"c1", cut_short.value[:-3], None, 0, 0, [])
@@ -156,7 +157,7 @@ async def two_overlapping_writes(sink: Sink, tp: TopicPartition) -> None:
 async def test_overlapping_writes_commit_in_order_even_when_the_first_is_slower(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink, consumer, _ = make_sink(store)
+    sink, consumer, _ = await make_sink(store)
     tp = TopicPartition("t.turns", 0)
     # the first batch's calls rebuild outlasts the second batch's inserts
     before_first_rebuild(store, monkeypatch, lambda: time.sleep(0.5))
@@ -169,7 +170,7 @@ async def test_overlapping_writes_commit_in_order_even_when_the_first_is_slower(
 async def test_a_batch_is_not_committed_when_the_one_before_it_failed(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink, consumer, _ = make_sink(store)
+    sink, consumer, _ = await make_sink(store)
     tp = TopicPartition("t.turns", 0)
 
     def give_up() -> None:
@@ -187,7 +188,7 @@ async def test_a_batch_is_not_committed_when_the_one_before_it_failed(
 async def test_while_two_writes_are_busy_the_sink_reads_on_into_a_bigger_batch(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink, consumer, _ = make_sink(store, batch_max_rows=2)
+    sink, consumer, _ = await make_sink(store, batch_max_rows=2)
     tp = TopicPartition("t.turns", 0)
     release = threading.Event()
     before_first_rebuild(store, monkeypatch, lambda: release.wait(10))
