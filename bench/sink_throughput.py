@@ -1,7 +1,7 @@
 """Benchmark of the ClickHouse sink on the embedded stack: sustained insert
 throughput (rows/s) and freshness (record produced → visible to a query).
 
-    .venv/bin/python bench/sink_throughput.py [--records 300000] [--rate 2000] [--seconds 15]
+    .venv/bin/python bench/sink_throughput.py [--records 1000000] [--rate 2000] [--seconds 15]
 
 1. throughput: a backlog of pipeline records (8-turn booking calls: turn events,
    final transcripts, 3 of 8 with PII, agent sentences, turn latencies, engine
@@ -290,7 +290,9 @@ async def main_async(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", type=int, default=300_000, help="backlog size for the throughput run")
+    p.add_argument("--records", type=int, default=1_000_000,
+                   help="backlog size for the throughput run; long enough (about 10 s to drain) that the cold "
+                        "start and the last, partial batch weigh little")
     p.add_argument("--rate", type=float, default=2000.0, help="records/s of the freshness run")
     p.add_argument("--seconds", type=float, default=15.0, help="length of the freshness run")
     p.add_argument("--repeat", type=int, default=3, help="runs of each measurement (medians are reported)")
