@@ -147,14 +147,17 @@ def _next_is_punct(text: str, pos: int) -> bool:
     return not rest or rest[0] in ",.!?"
 
 
+_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")  # a digit doubled, its two digits summed
+
+
 def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    """The card check digit: from the right, every second digit doubled (digit sum), all summed.
+    On the ASCII codes, summed in C: each digit counts its code minus 48."""
+    if not digits.isascii():  # digits of another script (r"\d" matches them): their values, in ASCII
+        digits = "".join(str(int(c)) for c in digits)
+    backwards = digits[::-1].encode()
+    kept, doubled = backwards[::2], backwards[1::2].translate(_DOUBLED)
+    return (sum(kept) + sum(doubled) - 48 * len(backwards)) % 10 == 0
 
 
 def words_to_int(words: list[str]) -> int | None:

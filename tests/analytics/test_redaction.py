@@ -10,7 +10,7 @@ import logging
 import pytest
 
 import sinks.redact as redact_module
-from sinks.numbers import find_runs
+from sinks.numbers import find_runs, luhn_ok
 from sinks.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor, caller_hash, mask_caller
 from sinks.settings import SinkSettings
 from switchboard.logs import JsonFormatter
@@ -30,6 +30,7 @@ CASES = [
     (CARD, "Yeah it's four one one one, one one one one, one one one one, one one one one.", "Yeah it's [CARD]."),
     (CARD, "The Amex is 3782 822463 10005 if that helps", "The Amex is [CARD] if that helps"),
     (CARD, "Card is 5500 0000 0000 0004 and the expiry is 12 27.", "Card is [CARD] and the expiry is 12 27."),
+    (CARD, "رقم البطاقة ٤١١١ ١١١١ ١١١١ ١١١١", "رقم البطاقة [CARD]"),  # digits of another script
     (SSN, "My social is 123-45-6789.", "My social is [SSN]."),
     (SSN, "Social security number, one two three, four five, six seven eight nine.",
      "Social security number, [SSN]."),
@@ -57,6 +58,14 @@ def test_each_pii_kind_is_masked_in_digits_and_in_words(redact: Redactor, kind: 
     out = redact.redact(text)
     assert out.text == expected
     assert out.kinds == [kind]
+
+
+@pytest.mark.parametrize(("digits", "valid"), [
+    ("4111111111111111", True), ("4111111111111112", False), ("378282246310005", True), ("79927398713", True),
+    ("79927398710", False), ("0", True), ("18", True), ("٤١١١١١١١١١١١١١١١", True), ("٤١١١١١١١١١١١١١١٢", False),
+])
+def test_the_luhn_check_accepts_exactly_the_numbers_whose_check_digit_is_right(digits: str, valid: bool) -> None:
+    assert luhn_ok(digits) is valid
 
 
 @pytest.mark.parametrize("text", [
