@@ -11,7 +11,20 @@ import pytest
 
 import sinks.redact as redact_module
 from sinks.numbers import find_runs, luhn_ok
-from sinks.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor, caller_hash, mask_caller
+from sinks.redact import (
+    ALL_KINDS,
+    CARD,
+    DIGIT,
+    DOB,
+    EMAIL,
+    PHONE,
+    SSN,
+    WORD,
+    Redactor,
+    _words,
+    caller_hash,
+    mask_caller,
+)
 from sinks.settings import SinkSettings
 from switchboard.logs import JsonFormatter
 
@@ -89,12 +102,14 @@ PLAIN = [
 ]
 
 
-@pytest.mark.parametrize("text", [c[1] for c in CASES] + PLAIN)
-def test_the_cheap_screens_never_change_what_is_found(
+@pytest.mark.parametrize("text", [c[1] for c in CASES] + PLAIN + ["K is Kelvin", "İstanbul, ONE TWO"])
+def test_the_cheap_screens_see_what_the_full_passes_see(
     redact: Redactor, text: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the words and digits found on bytes are those the regular expressions find
+    assert _words(text) == ([w.encode() for w in WORD.findall(text.lower())], len(DIGIT.findall(text)))
+    # and runs looked for from the first digit only are all the runs, when there is no number word
     screened = redact.redact(text)
-    monkeypatch.setattr(redact_module, "_plainly_nothing", lambda text: False)
     monkeypatch.setattr(redact_module, "find_runs", lambda text, words=True: find_runs(text))
     assert redact.redact(text) == screened
 
