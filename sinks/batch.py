@@ -77,12 +77,15 @@ class Batch:
 
     def add_landed(self, cls: type, msgs: list[ConsumerRecord], values: list[bytes]) -> None:
         """Keep records for ClickHouse to decode, ``values`` as ``sinks.landing.framed`` made them
-        (here, on the loop, so the write's thread is left with ClickHouse's own work). Their call is
-        their key (the bus keys every record by call ID); a record without a key is decoded for it."""
+        (here, on the loop, so the write's thread is left with ClickHouse's own work). Their call,
+        if ``calls`` is computed from their table, is their key (the bus keys every record by call
+        ID); a record without a key is decoded for it."""
         landed = self.landed.setdefault(cls, Landed())
         landed.msgs += msgs
         landed.values += values
         self.count += len(msgs)
+        if CALL_FACTS.isdisjoint(LANDINGS[cls].targets):
+            return  # transcripts and turn latencies: nothing of `calls` is computed from them
         keys = {m.key for m in msgs}
         self.call_ids.update(k.decode("utf-8", "replace") for k in keys if k)
         if None in keys or b"" in keys:

@@ -1,5 +1,5 @@
 """Writing one batch to ClickHouse: one insert per table of Python-built rows, one Avro
-insert per landing table, then the ``calls`` rows of every call the batch touched.
+insert per landing table, then the ``calls`` rows of the calls it changes the facts of.
 
 A ClickHouse that cannot be reached (``OperationalError``) fails the whole write, so the
 sink retries it without committing. Anything else ClickHouse refuses is data: the batch

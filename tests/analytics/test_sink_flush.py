@@ -15,6 +15,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from sinks.batch import Batch
+from sinks.redact import Redactor
+from sinks.rows import RowBuilder
 from sinks.settings import SinkSettings
 from sinks.sink import Sink
 from sinks.store import Store
@@ -201,3 +204,15 @@ async def test_while_two_writes_are_busy_the_sink_reads_on_into_a_bigger_batch(
     await asyncio.wait_for(sink.flush(), 10)
     assert consumer.commits == [{tp: 2}, {tp: 3}, {tp: 7}]
     assert store.query(PATHS["landed"][3])[1] == [(i,) for i in range(7)]
+
+
+def test_a_batch_rebuilds_the_calls_of_the_records_calls_are_computed_from_and_only_those() -> None:
+    def keyed(make: Callable[[int, int], ConsumerRecord], key: bytes) -> ConsumerRecord:
+        m = make(0, 1)
+        return ConsumerRecord(m.topic, 0, 0, 0, 0, key, m.value, None, 0, len(m.value), [])
+
+    batch, builder = Batch(), RowBuilder(Redactor())
+    batch.add(r.Transcript, [keyed(transcript, b"only-a-transcript")], builder)  # → transcripts
+    batch.add(r.TurnEvent, [keyed(turn_event, b"a-turn-event")], builder)  # → events
+    batch.add(r.CallEvent, [call_event(0, 1)], builder)  # → events, call c1
+    assert batch.call_ids == {"a-turn-event", "c1"}
