@@ -1,7 +1,7 @@
 """Redacting one text field of an Avro value without decoding the rest of it.
 
 Avro encodes a record as its fields one after another, with nothing between
-them. So the fields before the text are read (they are short: an ID, a few
+them. So the fields before the text are stepped over (short: an ID, a few
 numbers, an enum), the text is taken out and redacted, and what ClickHouse
 receives is the redacted text, the kinds of PII found, then the value with the
 text's bytes cut out: the encoding of the same record without that field. The
@@ -11,8 +11,6 @@ ClickHouse, which rejects it if it is not a record of the schema.
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, NamedTuple
@@ -54,79 +52,9 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
             raise DecodeError("number longer than 10 bytes")
 
 
-Reader = Callable[[bytes, int], tuple[Any, int]]
-
-
-def _read_string(buf: bytes, pos: int) -> tuple[str, int]:
-    size, pos = read_long(buf, pos)
-    end = pos + size
-    if size < 0 or end > len(buf):
-        raise DecodeError(f"string of {size} bytes where {len(buf) - pos} are left")
-    try:
-        return buf[pos:end].decode("utf-8"), end
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"string is not UTF-8: {exc}") from exc
-
-
-def _read_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
-    size, pos = read_long(buf, pos)
-    if size < 0 or pos + size > len(buf):
-        raise DecodeError(f"bytes of {size} where {len(buf) - pos} are left")
-    return buf[pos:pos + size], pos + size
-
-
-def _read_boolean(buf: bytes, pos: int) -> tuple[bool, int]:
-    if pos >= len(buf) or buf[pos] > 1:
-        raise DecodeError("invalid boolean")
-    return buf[pos] == 1, pos + 1
-
-
-def _fixed(fmt: str, size: int) -> Reader:
-    def read(buf: bytes, pos: int) -> tuple[float, int]:
-        if pos + size > len(buf):
-            raise DecodeError("value ends inside a floating-point number")
-        return struct.unpack_from(fmt, buf, pos)[0], pos + size
-    return read
-
-
-def _enum(name: str, symbols: list[str]) -> Reader:
-    def read(buf: bytes, pos: int) -> tuple[str, int]:
-        index, pos = read_long(buf, pos)
-        if not 0 <= index < len(symbols):
-            raise DecodeError(f"enum {name} has no symbol {index}")
-        return symbols[index], pos
-    return read
-
-
-def _union(branches: list[Reader]) -> Reader:
-    def read(buf: bytes, pos: int) -> tuple[Any, int]:
-        index, pos = read_long(buf, pos)
-        if not 0 <= index < len(branches):
-            raise DecodeError(f"union branch {index} of {len(branches)}")
-        return branches[index](buf, pos)
-    return read
-
-
-_SIMPLE: dict[str, Reader] = {
-    "null": lambda buf, pos: (None, pos), "int": read_long, "long": read_long, "string": _read_string,
-    "bytes": _read_bytes, "boolean": _read_boolean, "float": _fixed("<f", 4), "double": _fixed("<d", 8),
-}
-
-
-def reader(kind: Any) -> Reader:
-    """A function reading one value of an Avro type (those that come before a text field)."""
-    if isinstance(kind, list):
-        return _union([reader(k) for k in kind])
-    if isinstance(kind, dict):
-        return _enum(kind["name"], kind["symbols"]) if kind["type"] == "enum" else reader(kind["type"])
-    if kind in _SIMPLE:
-        return _SIMPLE[kind]
-    raise TypeError(f"cannot read Avro {kind!r} before a text field")
-
-
 # How each field before the text is passed over. The sink cuts every transcript and reply it
-# reads, so the common types are stepped over inline (no string decoded, no call per field).
-_SKIP_LONG, _SKIP_BYTES, _ENUM, _READ = range(4)
+# reads, so they are stepped over inline (no string decoded, no call per field).
+_SKIP_LONG, _SKIP_BYTES, _ENUM = range(3)
 
 
 @cache  # keyed by strings, which hash and compare in C: it is looked up for every value
@@ -136,7 +64,7 @@ def _plan(schema: str, name: str, stored_when: tuple[str, str] | None) -> tuple[
     if name not in names or fields[names.index(name)]["type"] != "string":
         raise TypeError(f"{schema} has no string field {name!r}")
     condition, symbol = stored_when or (None, None)
-    plan: list[tuple[int, Any]] = []
+    plan: list[tuple[int, Any]] = []  # int, long, string, bytes and enum: the types our text records start with
     for f in fields[:names.index(name)]:
         kind = f["type"]
         is_enum = isinstance(kind, dict) and kind["type"] == "enum"
@@ -150,7 +78,7 @@ def _plan(schema: str, name: str, stored_when: tuple[str, str] | None) -> tuple[
             wanted = kind["symbols"].index(symbol) if f["name"] == condition else -1
             plan.append((_ENUM, (kind["name"], len(kind["symbols"]), wanted)))
         else:
-            plan.append((_READ, reader(kind)))
+            raise TypeError(f"cannot step over Avro {kind!r} before a text field")
     if condition is not None and condition not in names[:names.index(name)]:
         raise TypeError(f"{schema} has no enum {condition!r} before {name!r}")
     return tuple(plan)
@@ -163,9 +91,6 @@ def cut(schema: str, text: TextField, value: bytes | None) -> Cut:
     pos, size, stored = 0, len(value), True
     try:
         for op, arg in _plan(schema, text.name, text.stored_when):
-            if op == _READ:
-                pos = arg(value, pos)[1]
-                continue
             byte = value[pos]
             if byte < 0x80:  # one-byte varint, the usual case
                 n, pos = (byte >> 1) ^ -(byte & 1), pos + 1

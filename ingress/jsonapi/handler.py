@@ -52,21 +52,18 @@ class JsonSocket(CallerWebSocket):
         self._text: asyncio.Queue[str] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write_text(), name="jsonapi-text")
 
-    async def send(self, text: str) -> None:
-        await self.send_text(text)
-
     async def send_audio(self, frame: np.ndarray) -> None:
-        await self.send(wire.agent_audio(array_to_pcm16(self._out.process(frame)), self.sample_rate, time.time()))
+        await self.send_text(wire.agent_audio(array_to_pcm16(self._out.process(frame)), self.sample_rate, time.time()))
         if self.call is not None and len(self.call.turn_latencies) > self._latencies_sent:
             for lat in self.call.turn_latencies[self._latencies_sent :]:
-                await self.send(wire.latency(lat.turn_seq, latency_fields(lat)))
+                await self.send_text(wire.latency(lat.turn_seq, latency_fields(lat)))
             self._latencies_sent = len(self.call.turn_latencies)
 
     async def send_mark(self, name: str) -> None:
-        await self.send(wire.reply_end(name))
+        await self.send_text(wire.reply_end(name))
 
     async def send_clear(self) -> None:
-        await self.send(wire.clear())
+        await self.send_text(wire.clear())
 
     async def close(self, code: int, reason: str) -> None:
         self._writer.cancel()
@@ -81,7 +78,7 @@ class JsonSocket(CallerWebSocket):
 
     async def _write_text(self) -> None:
         while True:
-            await self.send(await self._text.get())
+            await self.send_text(await self._text.get())
 
 
 async def _reject(ws: WebSocket, channel: str, code: int, reason: str, metric_reason: str) -> None:
@@ -140,7 +137,7 @@ async def _converse(ws: WebSocket, session: ApiSession, sock: JsonSocket, api: J
     bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
     call = await rt.open_call(info, sock)
     session.call = sock.call = call
-    await sock.send(wire.session_started(session.session_id, session.call_id, session.sample_rate))
+    await sock.send_text(wire.session_started(session.session_id, session.call_id, session.sample_rate))
     upsample = Resampler(session.sample_rate, BUS_RATE)
     end_silence = np.zeros(session.sample_rate * api.end_speech_ms // 1000, dtype=np.int16)
     while True:

@@ -111,7 +111,6 @@ async def test_the_agent_service_runs_the_llm_its_environment_names_and_publishe
         assert fallback.attributes == {"stage": "agent", "from": "openai", "to": "policy"} and fallback.turn_seq == 2
 
 
-
 async def test_a_barge_in_cuts_a_streaming_llm_reply_short_in_the_running_service(broker, llm, tmp_path):
     async with agent_service(broker, llm, tmp_path) as (settings, pub):
         corr = Correlation.new_call("c2", "s-c2", "clinic")
@@ -134,4 +133,3 @@ async def test_a_barge_in_cuts_a_streaming_llm_reply_short_in_the_running_servic
         assert 1 <= len(sentences) < 5, sentences  # cut short, not played to the end
         assert not any(r.turn_seq == 7 and r.kind is ReplyKind.END for r in replies)
         assert llm.requests[-1].disconnected, "the HTTP stream to the LLM was left open"
-
