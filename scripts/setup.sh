@@ -38,5 +38,8 @@ if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages into .venv (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".$extras"
+  # The Smart Turn v3.2 end-of-turn model ships inside the pipecat-ai wheel. Its dependency pins
+  # conflict with ours, and nothing imports pipecat: the ONNX file is opened by path.
+  .venv/bin/python -m pip install -q --no-deps "pipecat-ai==1.14.0"
   touch "$stamp"
 fi
