@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_LOOKUPS = Counter("switchboard_tts_phrase_cache_total", "phrase cache lookups", ["result"])
 
+# Every fixed sentence the offline clinic policy says (processors/agent/policy.py; a spec keeps the two in
+# step), plus the cloud fallback. Sentences carrying a caller's day or time are never cached.
 DEFAULT_PHRASES = (
     "Sorry, give me a moment.",
     "Thank you for calling Riverside Clinic.",
@@ -30,6 +32,15 @@ DEFAULT_PHRASES = (
     "Let me put you through to one of our staff.",
     "Please hold.",
     "Sorry, I didn't quite get that.",
+    "I can book, reschedule or cancel an appointment, or tell you our opening hours.",
+    "What would you like to do?",
+    "We are open Monday to Friday from 8 AM to 6 PM, and on Saturday from 9 AM to 1 PM.",
+    "Which day would suit you?",
+    "Which day is the appointment you would like to cancel?",
+    "Which day would suit you better?",
+    "Is that right?",
+    "No problem.",
+    "Sorry, was that a yes or a no?",
 )
 
 

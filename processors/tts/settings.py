@@ -30,6 +30,9 @@ class TtsSettings(AzureSpeechSettings):
         list(DEFAULT_PHRASES),
         description="phrases synthesised once per voice and reused (greeting, fallbacks, goodbye); JSON list",
     )
-    phrase_cache: bool = Field(False, description="piper: serve the listed phrases from a cache warmed at start "
-                               "(with azure the cache is always on)")
+    phrase_cache: bool = Field(
+        True,
+        description="piper: serve the listed phrases from a cache warmed at start, so every fixed sentence "
+        "of the offline agent plays at once (with azure the cache is always on)",
+    )
     fallback_phrase: str = Field("Sorry, give me a moment.", description="said when the cloud voice fails mid-call")

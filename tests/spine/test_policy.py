@@ -95,3 +95,41 @@ async def test_repeated_misunderstanding_falls_back_politely_then_hands_off():
     assert "Sorry" in await _say(policy, state, "He was not an ill disposed young man.")
     assert "Sorry" in await _say(policy, state, "Unless to be rather cold hearted.")
     assert "put you through" in await _say(policy, state, "Mister John Dashwood.")
+
+
+# Every conversation path of the policy, said twice with different days and times: a sentence that
+# comes out the same both times is fixed text, and must be in the TTS phrase cache (played at once).
+_PATHS = (
+    ("book an appointment", "{day}", "{time}", "yes", "goodbye"),
+    ("book an appointment on {day} at {time}", "no", "{day}", "{time}", "yes"),
+    ("I need to reschedule", "{day} at {time}", "hmm", "yes"),
+    ("cancel my appointment", "{day}", "yes"),
+    ("what are your opening hours", "that's all"),
+    ("blah", "blah", "blah"),
+    ("book", "talk to a person"),
+)
+
+
+async def _sentences(day: str, time: str) -> list[list[str]]:
+    said = []
+    for path in _PATHS:
+        policy, state = ClinicPolicy(), _state()
+        lines = [s async for s in policy.greet(state)]
+        for text in path:
+            lines += [s async for s in policy.respond(state, text.format(day=day, time=time))]
+        said.append(lines)
+    return said
+
+
+async def test_every_fixed_sentence_of_the_policy_is_served_from_the_phrase_cache():
+    from processors.tts.phrase_cache import DEFAULT_PHRASES
+    from processors.tts.settings import TtsSettings
+
+    first, second = await _sentences("Monday", "10 AM"), await _sentences("Thursday", "3 PM")
+    fixed = {a for run_a, run_b in zip(first, second, strict=True) for a, b in zip(run_a, run_b, strict=True) if a == b}
+    templated = {a for run_a, run_b in zip(first, second, strict=True) for a, b in zip(run_a, run_b, strict=True)
+                 if a != b}
+    assert len(fixed) >= 15 and templated  # the paths reach the policy's sentences, fixed and with slots
+    assert fixed <= set(DEFAULT_PHRASES)
+    assert not templated & set(DEFAULT_PHRASES)  # a caller's day or time is never cached
+    assert TtsSettings().phrase_cache  # on by default, warmed at start-up
