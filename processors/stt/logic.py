@@ -8,7 +8,7 @@ worker mid-turn, the new owner replays the whole turn and no turn is lost.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from processors.resilience import Usage
@@ -36,8 +36,13 @@ class Transcriber:
     name = "stt"
     inputs: tuple[Topic, ...] = (SPEECH,)
 
-    def __init__(self, engine: SpeechToText, prices: PriceTable | None = None) -> None:
+    def __init__(
+        self, engine: SpeechToText, prices: PriceTable | None = None, redact: Callable[[str], str] | None = None
+    ) -> None:
         self.engine = engine
+        # SWITCHBOARD_REDACT_TRANSCRIPTS: PII is masked before the text is published, so no consumer of
+        # the transcripts topic (agent, sink, anyone with read access) ever holds it
+        self.redact = redact
         self.prices = prices or PriceTable()
         self.turns: dict[str, _Turn] = {}  # call_id → its open turn
 
@@ -104,7 +109,7 @@ class Transcriber:
             chunk.call_id,
             chunk.turn_seq,
             kind,
-            text,
+            self.redact(text) if self.redact else text,
             chunk.language,
             audio_ms,
             self.engine.name,

@@ -6,8 +6,13 @@ from processors.azure_speech import AzureSpeechSettings
 
 
 class SttSettings(AzureSpeechSettings):
-    stt_engine: str = Field("whisper", description="speech-to-text engine: whisper (offline) or azure (Azure Speech, "
-                            "with whisper as its fallback)")
+    stt_engine: str = Field("moonshine", description="speech-to-text engine: moonshine (offline, Moonshine base-en), "
+                            "whisper (offline, faster-whisper tiny.en) or azure (Azure Speech, with moonshine as its "
+                            "fallback)")
+    models_dir: str = Field("", description="where scripts/setup.sh puts the converted Moonshine model (empty: "
+                            "<repo>/.switchboard/models)")
+    moonshine_threads: int = Field(1, ge=1, description="CPU threads per Moonshine session (1 is fastest under load: "
+                                   "parallel turns come from the inference pool)")
     whisper_compute_type: str = Field("int8", description="CTranslate2 compute type for faster-whisper")
     whisper_threads: int = Field(2, ge=1, description="CPU threads for faster-whisper")
     whisper_beam_size: int = Field(1, ge=1, description="beam size (1 = greedy, fastest)")
@@ -18,3 +23,6 @@ class SttSettings(AzureSpeechSettings):
                                "(alert threshold: STT > 500 ms); past it the turn is replayed offline")
     stt_breaker_failures: int = Field(3, ge=1, description="failed turns in a row that open the breaker")
     stt_breaker_reset_s: float = Field(30.0, gt=0, description="seconds the breaker stays open before a trial turn")
+    redact_transcripts: bool = Field(False, description="mask card, SSN, phone, e-mail and birth-date mentions in "
+                                     "partial and final transcripts before they are published (the agent then "
+                                     "hears [CARD] etc.; on in strimzi/)")

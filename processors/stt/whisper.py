@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
 from processors.stt.engine import SttResult
+from switchboard.inference import run_inference
 
 
 class WhisperStream:
@@ -22,7 +21,7 @@ class WhisperStream:
 
     async def finish(self) -> SttResult:
         audio = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
-        text = await asyncio.to_thread(self.engine.transcribe, audio) if len(audio) else ""
+        text = await run_inference(self.engine.transcribe, audio) if len(audio) else ""
         return SttResult(text, True, len(audio) * 1000 // self.sample_rate, self.language)
 
     async def cancel(self) -> None:

@@ -44,7 +44,16 @@ def make_agent(agent_settings: Callable[..., AgentSettings]) -> Callable[..., Ag
 
 
 @pytest.fixture(scope="session")
-def whisper():  # the real offline recogniser (the Azure STT fallback)
+def moonshine():  # the real offline recogniser: the default, and the Azure STT fallback
+    from processors.stt.moonshine import MoonshineEngine
+    from processors.stt.moonshine_convert import convert, model_dir
+
+    convert(model_dir())  # a no-op after scripts/setup.sh; converts here only if set-up was skipped
+    return MoonshineEngine()
+
+
+@pytest.fixture(scope="session")
+def whisper():  # the real selectable offline recogniser
     from processors.stt.whisper import WhisperEngine
 
     return WhisperEngine()

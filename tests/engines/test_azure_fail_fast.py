@@ -88,12 +88,13 @@ async def _warm(engine):
     return cached
 
 
-async def test_azure_stt_unreachable_replays_the_turn_into_whisper(unreachable_speech_endpoint, whisper, monkeypatch):
+async def test_azure_stt_unreachable_replays_the_turn_into_moonshine(unreachable_speech_endpoint, moonshine,
+                                                                     monkeypatch):
     settings = SttSettings(stt_engine="azure", azure_speech_key=KEY, azure_speech_endpoint=unreachable_speech_endpoint,
                            stt_final_s=0.5)
-    monkeypatch.setattr("processors.stt.whisper.WhisperEngine", lambda *a: whisper)
+    monkeypatch.setattr("processors.stt.moonshine.MoonshineEngine", lambda *a: moonshine)
     engine = create_stt(settings)
-    assert (engine.name, engine.primary.name, engine.offline.name) == ("azure", "azure", "whisper")
+    assert (engine.name, engine.primary.name, engine.offline.name) == ("azure", "azure", "moonshine")
     samples, rate = read_wav(SHARED_AUDIO / "librivox-0870.wav")
     samples = samples[: rate * 4]
     stt = Transcriber(engine)
