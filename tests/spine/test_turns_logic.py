@@ -32,10 +32,11 @@ async def _run(detector: TurnDetector, frames) -> list:
     return outs
 
 
-@pytest.fixture
-def detector() -> TurnDetector:
-    settings = TurnsSettings()
-    return TurnDetector(settings, lambda: vad.create("webrtc", settings.vad_aggressiveness))
+@pytest.fixture(params=["silero", "webrtc"])
+def detector(request: pytest.FixtureRequest) -> TurnDetector:
+    """The same behaviour with either voice activity engine (Silero is the default)."""
+    settings = TurnsSettings(vad_engine=request.param)
+    return TurnDetector(settings, vad.factory(settings))
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,21 @@ async def test_end_of_speech_is_the_last_voiced_frame_not_the_end_of_silence(det
     assert 1.0 + len(speech) / 16000 - 1.0 < speech_end_s <= 1.0 + len(speech) / 16000
 
 
+async def test_records_carrying_several_frames_make_the_same_single_turn(detector, speech):
+    silence = np.zeros(16000, dtype=np.int16)
+    audio = np.concatenate([silence, speech, silence])
+    block = 3 * FRAME  # 60 ms per record
+    records = (
+        AudioFrame("CA1", i // FRAME, 1_000_000 + i // FRAME * 20_000, 16000, array_to_pcm16(audio[i : i + block]), 3)
+        for i in range(0, len(audio) - block + 1, block)
+    )
+    outs = await _run(detector, records)
+    events = [o.record for o in outs if isinstance(o.record, TurnEvent)]
+    assert [e.kind for e in events] == [TurnEventKind.SPEECH_STARTED, TurnEventKind.END_OF_TURN]
+    audio_s = sum(len(o.record.pcm) for o in outs if isinstance(o.record, SpeechChunk)) / 32000
+    assert len(speech) / 16000 - 0.5 < audio_s < len(speech) / 16000 + 1.0
+
+
 async def test_silence_alone_makes_no_turn(detector):
     assert await _run(detector, _frames(np.zeros(48000, dtype=np.int16))) == []
 
@@ -85,9 +101,14 @@ async def test_speech_while_the_agent_is_silent_is_not_a_barge_in(detector, spee
 
 async def test_an_open_turn_holds_the_commit_floor_at_its_first_frame(detector, speech):
     silence = np.zeros(16000, dtype=np.int16)
-    await _run(detector, _frames(np.concatenate([silence, speech[:16000]])))
+    outs = await _run(detector, _frames(np.concatenate([silence, speech[:16000]])))
+    started = next(o.record for o in outs if isinstance(o.record, TurnEvent))
+    onset = started.turn_seq - 1  # the first voiced frame
+    # after 50 frames of silence the clip starts (webrtcvad already hears its room tone); its first word ~0.26 s in
+    assert 50 <= onset <= 50 + 16
     floor = detector.commit_floor(AUDIO_IN, 0)
-    assert floor is not None and 30 <= floor <= 50  # within the pre-roll before onset
+    preroll_frames = detector.s.preroll_ms // 20
+    assert floor is not None and onset - preroll_frames <= floor <= onset  # within the pre-roll before onset
 
 
 async def test_a_call_whose_audio_stops_without_an_end_is_ended_as_ingress_lost(detector):

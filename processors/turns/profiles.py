@@ -1,0 +1,142 @@
+"""Turn-taking profiles per language, and the check that an early transcript is not left hanging.
+
+How the end of a turn is decided (the policy that uses these numbers):
+
+1. After ``pause_ms`` of silence the turn is judged: Smart Turn on the audio so far, and an early
+   transcript of it.
+2. It is *complete* when Smart Turn's probability reaches ``smart_turn_threshold`` and the
+   transcript does not end in a dangling word (``is_dangling``). Then the turn ends once the
+   silence reaches ``complete_end_ms``.
+3. Otherwise the caller is probably mid-sentence ("I'd like to book an…"): keep listening, and end
+   the turn only after ``incomplete_end_ms`` of silence (the fallback that always ends a turn).
+
+Speech resuming at any point cancels the judgement. The call's language (``en-US``, ``es-MX``…)
+picks the profile by its primary subtag; an unknown language gets English.
+
+Why a word list as well as the model: Smart Turn hears prosody, and a phrase cut off with falling
+intonation sounds finished to it (it rated "I'd like to book an" 0.90 complete); the transcript
+shows what the voice does not.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# An utterance ending like this was cut off, whatever its last word ("so, um," / "and then...").
+_TRAILING = re.compile(r"(,|;|:|-|–|—|\.\.\.|…)\s*$")
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class TurnProfile:
+    language: str
+    pause_ms: int
+    complete_end_ms: int
+    incomplete_end_ms: int
+    smart_turn_threshold: float
+    dangling_words: frozenset[str]
+    """A turn never ends on these: articles, conjunctions, prepositions, possessives, fillers."""
+    copulas: frozenset[str] = frozenset()
+    """Dangling unless after a subject pronoun: "my name is" hangs, "yes, it is" does not."""
+    subject_pronouns: frozenset[str] = frozenset()
+    question_words: frozenset[str] = frozenset()
+    """Dangling at the end of a longer utterance ("can you tell me what"), not alone ("sorry, what?")."""
+    vad_threshold: float | None = None
+    """Silero speech threshold for this language; None keeps SWITCHBOARD_SILERO_THRESHOLD."""
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+ENGLISH = TurnProfile(
+    language="en",
+    pause_ms=220,
+    complete_end_ms=250,
+    incomplete_end_ms=1100,
+    smart_turn_threshold=0.5,
+    dangling_words=_words(
+        "a an the and or but nor because if than that whether unless "
+        "to of in on at for with from by about into onto around between like "
+        "my your our their his its "
+        "could would should "  # modals wanting a verb ("I was wondering if you could")
+        "i'd i'm i'll i've we're you're they're it's there's that's "
+        "um uh er erm hmm"
+    ),
+    copulas=_words("is are was were am"),
+    subject_pronouns=_words("it that this he she they we you i there"),
+    question_words=_words("what when where which who whom whose how why"),
+)
+
+SPANISH = TurnProfile(
+    language="es",
+    # Spanish callers often pause a little longer inside a sentence: judge a touch later
+    pause_ms=250,
+    complete_end_ms=250,
+    incomplete_end_ms=1200,
+    smart_turn_threshold=0.5,
+    dangling_words=_words(
+        "el la los las un una unos unas lo "
+        "y e o u pero ni que porque si aunque como "
+        "a de del al en con por para sin sobre entre hasta desde hacia según "
+        "mi mis tu tus su sus nuestro nuestra nuestros nuestras "
+        "quisiera gustaría podría "
+        "eh em mmm"
+    ),
+    copulas=_words("es son era eran está están estaba soy"),
+    subject_pronouns=_words("lo la eso esto ello él ella ellos ellas usted yo"),
+    question_words=_words("qué cuándo dónde cuál cuáles quién quiénes cómo cuánto cuánta cuántos"),
+)
+
+PROFILES: dict[str, TurnProfile] = {p.language: p for p in (ENGLISH, SPANISH)}
+
+
+def profile_for(language: str | None) -> TurnProfile:
+    """The profile of a call's language tag (``en-US``, ``es_MX``, ``ES``); English when unknown."""
+    primary = re.split(r"[-_]", (language or "").strip().lower(), maxsplit=1)[0]
+    return PROFILES.get(primary, ENGLISH)
+
+
+def dangling_word(text: str, profile: TurnProfile) -> str | None:
+    """The word (or mark) that leaves ``text`` hanging, or None when it could be a whole turn."""
+    if _TRAILING.search(text):
+        return _TRAILING.search(text).group(1)  # type: ignore[union-attr]
+    words = [w.lower().replace("’", "'") for w in _WORD.findall(text)]
+    if not words:
+        return None  # nothing heard: no evidence either way
+    last = words[-1]
+    if last in profile.dangling_words:
+        return last
+    if last in profile.copulas and (len(words) < 2 or words[-2] not in profile.subject_pronouns):
+        return last
+    if last in profile.question_words and len(words) > 2:
+        return last
+    return None
+
+
+def is_dangling(text: str, profile: TurnProfile) -> bool:
+    """True when the early transcript stops mid-sentence ("I'd like to book an", "Can I come in on")."""
+    return dangling_word(text, profile) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    complete: bool
+    end_after_ms: int
+    """Total silence after which the turn ends (counted from the last voiced frame)."""
+    reason: str
+    """Why: "complete", "prosody" (Smart Turn below threshold) or "dangling:<word>"."""
+
+
+def judge(probability: float, transcript: str | None, profile: TurnProfile) -> Verdict:
+    """The end-of-turn decision from Smart Turn's probability and the early transcript.
+
+    With no transcript (``None``: not ready, or an engine without early results) prosody alone decides.
+    """
+    if probability < profile.smart_turn_threshold:
+        return Verdict(False, profile.incomplete_end_ms, "prosody")
+    word = dangling_word(transcript, profile) if transcript else None
+    if word is not None:
+        return Verdict(False, profile.incomplete_end_ms, f"dangling:{word}")
+    return Verdict(True, profile.complete_end_ms, "complete")
