@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,7 +17,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from switchboard import codec, metrics
+from switchboard import codec, fetchwait, metrics
+from switchboard.fetchwait import FetchWait
 from switchboard.records import DeadLetter, now_us
 from switchboard.settings import ServiceSettings
 from switchboard.topics import CATALOG, DEADLETTER, Placement, Topic, topic_for
@@ -101,11 +103,30 @@ def consumer_options(settings: ServiceSettings) -> dict[str, Any]:
     }
 
 
+class AdaptiveConsumer(AIOKafkaConsumer):
+    """A consumer whose fetch wait adapts from the moment it starts: short while records flow,
+    backing off while idle (``switchboard/fetchwait.py``)."""
+
+    def __init__(self, *topics: str, fetch_wait: FetchWait, **options: Any) -> None:
+        super().__init__(*topics, **options)
+        self.fetch_wait = fetch_wait
+
+    async def start(self) -> None:
+        await super().start()
+        fetchwait.attach(self, self.fetch_wait)
+
+
 def make_consumer(
-    settings: ServiceSettings, *, group_id: str | None, topics: tuple[Topic, ...] = ()
-) -> AIOKafkaConsumer:
+    settings: ServiceSettings,
+    *,
+    group_id: str | None,
+    topics: tuple[Topic, ...] = (),
+    keep_short: Callable[[], bool] | None = None,
+) -> AdaptiveConsumer:
+    """A consumer tuned for real time; ``keep_short`` holds the short fetch wait while it is true."""
     names = [topic_name(settings, t) for t in topics]
-    return AIOKafkaConsumer(*names, group_id=group_id, **consumer_options(settings))
+    wait = FetchWait.from_settings(settings, keep_short)
+    return AdaptiveConsumer(*names, group_id=group_id, fetch_wait=wait, **consumer_options(settings))
 
 
 class Publisher:
@@ -155,8 +176,64 @@ class Publisher:
         await (await self.send(record, Correlation.from_headers(msg.headers), topic=DEADLETTER))
 
 
+class PartitionCountError(RuntimeError):
+    """The call-scoped topics do not all have the same partition count: a call's records would
+    land on different partitions of different topics and reach different workers."""
+
+
+def partition_verdict(counts: dict[str, int], wanted: int) -> str | None:
+    """Judge the partition counts of existing topics against ``SWITCHBOARD_PARTITIONS``.
+
+    Raises ``PartitionCountError`` when the topics disagree among themselves (co-partitioning
+    broken: refuse to run). Returns a warning when they agree on a count other than the setting:
+    the stack runs with the topics' count (Kafka cannot shrink a topic, and growing one re-maps
+    keys, which breaks the order of live calls, so it is never done behind the operator's back).
+    """
+    distinct = sorted(set(counts.values()))
+    if len(distinct) > 1:
+        detail = ", ".join(f"{name}={n}" for name, n in sorted(counts.items()))
+        raise PartitionCountError(
+            f"topics disagree on their partition count ({detail}): a call's records would reach different "
+            f"workers. Recreate them with one count (SWITCHBOARD_PARTITIONS={wanted}, `switchboard topics create`)"
+        )
+    if distinct and distinct[0] != wanted:
+        have = distinct[0]
+        return (
+            f"topics have {have} partitions but SWITCHBOARD_PARTITIONS={wanted}: running with {have} "
+            f"(a stage can use at most {have} workers). To change it, add partitions to every topic at once "
+            "between calls (kafka-topics --alter --partitions), or recreate the topics"
+        )
+    return None
+
+
+async def check_partitions(settings: ServiceSettings, consumer: AIOKafkaConsumer, topics: list[Topic]) -> None:
+    """At start-up: refuse topics that disagree on their partition count, warn about a count that
+    differs from the setting (see ``partition_verdict``)."""
+    counts: dict[str, int] = {}
+    for topic in topics:
+        name = topic_name(settings, topic)
+        parts = consumer.partitions_for_topic(name)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(name)
+        if parts:
+            counts[topic.name] = len(parts)
+    try:
+        warning = partition_verdict(counts, settings.partitions)
+    except PartitionCountError as exc:
+        logger.error("partition counts disagree", extra={"fields": {"error": str(exc)}})
+        raise
+    if warning:
+        logger.warning("partition count differs from the setting", extra={"fields": {"detail": warning}})
+
+
 async def create_topics(settings: ServiceSettings, partitions: int | None = None, timeout_s: float = 30.0) -> list[str]:
-    """Create every catalog topic that does not exist yet (idempotent). Returns the ones created."""
+    """Create every catalog topic that does not exist yet (idempotent). Returns the ones created.
+
+    New topics get ``settings.partitions`` partitions, unless topics of the catalog already exist:
+    then they get the existing count (co-partitioning first), with a warning if it differs from
+    the setting. Existing topics that disagree raise ``PartitionCountError``.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security_options(settings))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -169,10 +246,19 @@ async def create_topics(settings: ServiceSettings, partitions: int | None = None
             await asyncio.sleep(0.2)
     try:
         existing = set(await admin.list_topics())
+        ours = {topic_name(settings, t): t for t in CATALOG}
+        present = [name for name in ours if name in existing]
+        count = partitions or settings.partitions
+        if present:
+            described = await admin.describe_topics(present)
+            counts = {ours[d["topic"]].name: len(d["partitions"]) for d in described if d.get("partitions")}
+            warning = partition_verdict(counts, count)
+            if warning:
+                logger.warning("partition count differs from the setting", extra={"fields": {"detail": warning}})
+            if counts:
+                count = next(iter(counts.values()))
         wanted = [
-            NewTopic(topic_name(settings, t), partitions or t.partitions, 1, topic_configs=t.configs)
-            for t in CATALOG
-            if topic_name(settings, t) not in existing
+            NewTopic(name, count, 1, topic_configs=t.configs) for name, t in ours.items() if name not in existing
         ]
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # another service created them first

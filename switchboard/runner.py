@@ -1,5 +1,9 @@
-"""The thin runner every processor shares: consume, decode, call the logic,
-produce what it yields, commit only after the outputs are acknowledged.
+"""The runner every processor shares: consume, decode, call the logic, produce what it yields,
+commit only what is done and acknowledged.
+
+Many calls at once: records of one call are handled in order, records of different calls
+concurrently, a bounded number in flight (``switchboard/inflight.py`` keeps the order and the
+offsets). A slow record (a Whisper decode, a streaming LLM reply) holds up its own call only.
 
 A processor's logic is a plain async transform of typed records (see
 ``Processor``), unit-tested without Kafka; this module owns the wiring.
@@ -8,6 +12,7 @@ A processor's logic is a plain async transform of typed records (see
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -16,11 +21,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import start_http_server
 
-from switchboard import codec, metrics
-from switchboard.bus import Correlation, Publisher, make_consumer, make_producer, topic_name
+from switchboard import codec, inference, metrics
+from switchboard.bus import (
+    Correlation,
+    PartitionCountError,
+    Publisher,
+    check_partitions,
+    make_consumer,
+    make_producer,
+    topic_name,
+)
+from switchboard.inflight import InFlight
 from switchboard.logs import correlation
 from switchboard.settings import ServiceSettings
 from switchboard.topics import Topic
@@ -78,11 +93,12 @@ class Watcher(Protocol):
 class _Watch:
     """The watcher consumer: follows the group's partitions, never commits."""
 
-    def __init__(self, settings: ServiceSettings, processor: Any) -> None:
+    def __init__(self, settings: ServiceSettings, processor: Any, busy: asyncio.Event) -> None:
         self.settings = settings
         self.processor = processor
         self.topics = {topic_name(settings, t): t for t in processor.watch}
-        self.consumer = make_consumer(settings, group_id=None)
+        self.busy = busy
+        self.consumer = make_consumer(settings, group_id=None, keep_short=busy.is_set)
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -94,12 +110,21 @@ class _Watch:
         self.consumer.assign(tps)
         if tps:
             await self.consumer.seek_to_end(*tps)
+            if not self.busy.is_set():  # aiokafka prefetches in the background: paused, it does not
+                self.consumer.pause(*tps)
 
     async def _run(self) -> None:
         while True:
             if not self.consumer.assignment():
                 await asyncio.sleep(0.05)
                 continue
+            if not self.busy.is_set():
+                # Nothing in flight: whatever arrives now reaches handle() at once, so there is
+                # nothing to watch for; stop fetching (an idle worker must not poll the broker).
+                # On resuming, records read meanwhile are stale hints, which on_watched tolerates.
+                self.consumer.pause(*self.consumer.assignment())
+                await self.busy.wait()
+                self.consumer.resume(*self.consumer.paused())
             for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
                 topic = self.topics[tp.topic]
                 for msg in msgs:
@@ -121,7 +146,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         metrics.ASSIGNED_PARTITIONS.labels(self.runner.processor.name).set(0)
-        await self.runner.commit_pending()
+        await self.runner.hand_back(revoked)
         await self.runner.processor.on_revoked({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -131,35 +156,66 @@ class _Rebalance(ConsumerRebalanceListener):
         if self.runner.watch is not None:
             await self.runner.watch.follow(parts)
         await self.runner.processor.on_assigned(parts)
+        self.runner.rebalancing = False
 
 
 class Runner:
+    """Consume, hand records to the processor concurrently by call, produce, commit.
+
+    Records of one call (one Kafka key, across every input topic) are handled in order; records
+    of different calls at once, up to ``max_in_flight`` (then the partitions are paused until
+    half of them are done). Offsets are committed up to the first record not yet done and its
+    outputs acknowledged, never past the processor's commit floor (``switchboard/inflight.py``).
+    """
+
     def __init__(self, settings: ServiceSettings, processor: Processor, group_id: str | None = None) -> None:
         self.settings = settings
         self.processor = processor
         self.group_id = group_id or f"switchboard-{processor.name}"
-        self.consumer = make_consumer(settings, group_id=self.group_id)
+        self.inflight = InFlight(settings.max_in_flight)
+        self.consumer = make_consumer(settings, group_id=self.group_id, keep_short=self.inflight.busy.is_set)
         self.producer = make_producer(settings)
         self.publisher = Publisher(settings, self.producer, processor.name)
-        self._pending: dict[TopicPartition, int] = {}
+        self.rebalancing = False  # between a revocation and the next assignment: fetch nothing
+        self.paused = False
         self._topics = {topic_name(settings, t): t for t in processor.inputs}
         self._stopping = asyncio.Event()
-        self.watch = _Watch(settings, processor) if getattr(processor, "watch", ()) else None
-
-    async def commit_pending(self) -> None:
-        if not self._pending:
-            return
-        offsets, self._pending = self._pending, {}
-        for tp, offset in list(offsets.items()):
-            floor = self.processor.commit_floor(self._topics[tp.topic], tp.partition)
-            if floor is not None and floor < offset:
-                offsets[tp] = floor
-        await self.consumer.commit(offsets)
+        self._last_commit = 0.0
+        self.watch = _Watch(settings, processor, self.inflight.busy) if getattr(processor, "watch", ()) else None
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _handle(self, msg: ConsumerRecord, topic: Topic) -> list[asyncio.Future[Any]]:
+    def _floor(self, tp: Any) -> int | None:
+        return self.processor.commit_floor(self._topics[tp.topic], tp.partition)
+
+    async def commit(self, tps: set[TopicPartition] | None = None) -> None:
+        """Commit what is done (of ``tps``, or of the whole assignment)."""
+        owned = tps if tps is not None else self.consumer.assignment()
+        offsets = {tp: o for tp, o in self.inflight.commit_offsets(self._floor).items() if tp in owned}
+        self._last_commit = time.monotonic()
+        if not offsets:
+            return
+        await self.consumer.commit(offsets)
+        self.inflight.committed(offsets)
+
+    async def hand_back(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are being revoked: records still queued are dropped (the new owner replays
+        them), running ones get ``drain_in_flight_s`` to finish, then what is done is committed."""
+        self.rebalancing = True
+        name = self.processor.name
+        dropped, abandoned = await self.inflight.drain(revoked, self.settings.drain_in_flight_s)
+        metrics.RECORDS_DROPPED.labels(name, "revoked").inc(dropped)
+        metrics.RECORDS_DROPPED.labels(name, "abandoned").inc(abandoned)
+        try:
+            await self.commit(revoked)
+        except KafkaError as exc:  # e.g. already out of the group: the new owner replays from the last commit
+            logger.warning("commit on revocation failed", extra={"fields": {"error": repr(exc)}})
+        self.inflight.forget(revoked)
+        metrics.IN_FLIGHT.labels(name).set(self.inflight.count)
+
+    async def _process(self, msg: ConsumerRecord, topic: Topic) -> list[asyncio.Future[Any]]:
+        """Handle one record; returns the delivery futures of what it produced."""
         try:
             record = codec.decode(topic.record, msg.value)
         except codec.DecodeError as exc:
@@ -177,37 +233,71 @@ class Runner:
                 await self.publisher.dead_letter(msg, f"{type(exc).__name__}: {exc}")
         return futures
 
+    def _submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        now_ms = time.time() * 1000
+        owned = self.consumer.assignment()
+        name = self.processor.name
+        for tp, msgs in batch.items():
+            if tp not in owned:  # fetched just before a revocation: the new owner reads it
+                continue
+            topic = self._topics[tp.topic]
+            hop = metrics.BUS_HOP.labels(name, topic.name)
+            consumed = metrics.RECORDS_CONSUMED.labels(name, topic.name)
+            for msg in msgs:
+                hop.observe(max(0.0, now_ms - msg.timestamp) / 1000)
+                consumed.inc()
+                # one lane per call: the key is the call ID on every input topic (co-partitioned)
+                key = msg.key if msg.key is not None else (tp.topic, tp.partition)
+                self.inflight.submit(tp, msg.offset, key, functools.partial(self._process, msg, topic))
+
+    def _pause(self) -> None:
+        self.consumer.pause(*self.consumer.assignment())
+        self.paused = True
+        metrics.PAUSES.labels(self.processor.name).inc()
+        logger.info("in-flight limit reached: partitions paused", extra={"fields": {"in_flight": self.inflight.count}})
+
+    def _resume(self) -> None:
+        self.consumer.resume(*self.consumer.paused())
+        self.paused = False
+
+    async def _step(self) -> None:
+        if self.inflight.error is not None:
+            raise RuntimeError("an output was not acknowledged by the broker") from self.inflight.error
+        if self.rebalancing:
+            await self.inflight.wait(0.05)
+        elif self.paused:
+            await self.inflight.wait(0.1)
+            if self.inflight.relieved:
+                self._resume()
+        else:
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=max(1, self.inflight.room))
+            if not self.rebalancing:
+                self._submit(batch)
+            if self.inflight.saturated:
+                self._pause()
+        metrics.IN_FLIGHT.labels(self.processor.name).set(self.inflight.count)
+        # commits cost a broker round trip: at most ten a second (a crash replays a little more)
+        if not self.rebalancing and time.monotonic() - self._last_commit >= 0.1:
+            await self.commit()
+
     async def run(self) -> None:
+        inference.configure(self.settings.inference_threads)
         await self.producer.start()
         if self.watch is not None:
             await self.watch.start()
         names = list(self._topics)
-        by_name = self._topics
         self.consumer.subscribe(names, listener=_Rebalance(self))
         await self.consumer.start()
-        logger.info("processor started", extra={"fields": {"group": self.group_id, "topics": names}})
         try:
+            await check_partitions(self.settings, self.consumer, list(self._topics.values()))
+            logger.info("processor started", extra={"fields": {"group": self.group_id, "topics": names}})
             while not self._stopping.is_set():
-                batch = await self.consumer.getmany(timeout_ms=100, max_records=500)
-                now_ms = time.time() * 1000
-                # Outputs of the whole batch are in flight together; offsets are committed
-                # once all of them are acknowledged (waiting per record would cap
-                # throughput at one broker round trip per input record).
-                in_flight: list[asyncio.Future[Any]] = []
-                for tp, msgs in batch.items():
-                    topic = by_name[tp.topic]
-                    hop = metrics.BUS_HOP.labels(self.processor.name, topic.name)
-                    for msg in msgs:
-                        hop.observe(max(0.0, now_ms - msg.timestamp) / 1000)
-                        metrics.RECORDS_CONSUMED.labels(self.processor.name, topic.name).inc()
-                        in_flight += await self._handle(msg, topic)
-                        self._pending[tp] = msg.offset + 1
-                if in_flight:
-                    await asyncio.gather(*in_flight)
-                await self.commit_pending()
+                await self._step()
         finally:
             try:
-                await self.commit_pending()
+                await self.inflight.close(self.settings.drain_in_flight_s)
+                if not self.rebalancing and self.inflight.error is None:
+                    await self.commit()
             finally:
                 if self.watch is not None:
                     await self.watch.stop()
@@ -228,4 +318,7 @@ def serve(settings: ServiceSettings, processor: Processor) -> None:
             loop.add_signal_handler(sig, runner.stop)
         await runner.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except PartitionCountError:  # logged with the fix by check_partitions; no traceback
+        raise SystemExit(2) from None

@@ -7,6 +7,11 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Partitions of every call-scoped topic unless SWITCHBOARD_PARTITIONS says otherwise. At least
+# 32 so a stage can grow to 32 workers; Kafka cannot shrink a topic, and growing one re-maps
+# keys (live calls lose their order), so it is set before the topics are first created.
+DEFAULT_PARTITIONS = 32
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
@@ -19,7 +24,41 @@ class ServiceSettings(BaseSettings):
     kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (the KafkaUser's Secret)")
     kafka_ssl_cafile: str = Field("", description="CA file of the brokers' certificates (empty: system CAs)")
     fetch_max_wait_ms: int = Field(
-        10, ge=0, description="consumer fetch wait: bounds per-hop latency on brokers that do not wake fetches (tansu)"
+        10,
+        ge=0,
+        description="consumer fetch wait while records flow: bounds per-hop latency on brokers that do not wake "
+        "fetches (tansu)",
+    )
+    fetch_idle_wait_ms: int = Field(
+        500,
+        ge=0,
+        description="fetch wait once no record came for fetch_idle_after_ms: grows (doubling per empty fetch) from "
+        "fetch_max_wait_ms up to this cap, so an idle stack does not spin; the first record after a quiet spell "
+        "waits up to this long",
+    )
+    fetch_idle_after_ms: int = Field(
+        10_000, ge=0, description="quiet time (no record fetched) after which a consumer's fetch wait starts to grow"
+    )
+    partitions: int = Field(
+        DEFAULT_PARTITIONS,
+        ge=1,
+        description="partitions of every call-scoped topic: topic creation, the manifests, autoscalers' "
+        "maxReplicas and the ingress reply partitions follow it; the most workers a stage can use",
+    )
+    max_in_flight: int = Field(
+        256,
+        ge=1,
+        description="records a worker handles at once across its calls (one call's records stay in order); "
+        "past it the worker pauses its partitions and resumes at half",
+    )
+    drain_in_flight_s: float = Field(
+        2.0,
+        ge=0,
+        description="on rebalance or stop, how long records in flight may finish before being abandoned (replayed "
+        "by the next owner); keep it below the rebalance timeout",
+    )
+    inference_threads: int = Field(
+        0, ge=0, description="model calls run at once off the event loop, per worker (0 = one per CPU core)"
     )
     session_timeout_ms: int = Field(6000, description="consumer group session timeout")
     rebalance_timeout_ms: int = Field(3000, description="consumer group rebalance timeout")

@@ -1,8 +1,11 @@
 """The topic catalog: the one list of topics everything else reads
 (topic creation, processors, sinks, the Strimzi manifests' consistency test).
 
-Every call-scoped topic is keyed by ``call_id`` and has ``CALL_PARTITIONS``
-partitions, so one call's records are co-partitioned and ordered. ``audio.out``
+Every call-scoped topic is keyed by ``call_id`` and all have the same partition
+count, so one call's records are co-partitioned and ordered. The count is the
+setting ``SWITCHBOARD_PARTITIONS`` (``ServiceSettings.partitions``, default
+``CALL_PARTITIONS``): ``Topic.partitions`` is that default, what the manifests
+and compose file are checked against; ``create_topics`` uses the setting. ``audio.out``
 and ``playback`` are also keyed by ``call_id`` but produced to the call's
 *reply partition*, owned by the ingress node holding the caller's socket.
 """
@@ -13,8 +16,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from switchboard import records as r
+from switchboard.settings import DEFAULT_PARTITIONS
 
-CALL_PARTITIONS = 8
+CALL_PARTITIONS = DEFAULT_PARTITIONS
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 

@@ -7,10 +7,14 @@ Inputs: ``calls`` (greet on call_started), ``transcripts`` (reply to finals),
 A reply streams from its engine in a task of its own (``pumped``); a barge-in
 for the turn being answered sets the call's stop event, which ends the reply at
 once and cancels the engine (for the LLM: closes its HTTP stream). The runner
-hands records to ``handle`` one at a time, so barge-ins also reach the agent
-through the runner's watcher (``watch``/``on_watched``), a second reader of
-``turns`` that delivers them while a reply is still streaming. The ``cancel``
-record then stops whatever audio was already made, downstream.
+hands one call's records to ``handle`` in order (other calls run concurrently),
+so barge-ins also reach the agent through the runner's watcher
+(``watch``/``on_watched``), a second reader of ``turns`` that delivers them
+while the call's reply is still streaming. The ``cancel`` record then stops
+whatever audio was already made, downstream.
+
+The watcher also reads ``calls``: a ``call_ended`` stops the call's reply and
+no greeting or reply is made for a call that has ended (``EndedCalls``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from processors.resilience import Fallback, Journal, Usage, pumped
 from processors.usage import PriceTable
 from switchboard import metrics
 from switchboard.bus import Correlation
+from switchboard.ended import EndedCalls
 from switchboard.records import (
     AgentReply,
     CallEvent,
@@ -44,6 +49,8 @@ from switchboard.topics import CALLS, TRANSCRIPTS, TURNS, Topic
 
 logger = logging.getLogger(__name__)
 
+_EVERY_TURN = 2**62  # interrupt() through this turn: whatever reply is streaming
+
 
 class StateStore(Protocol):
     async def restore(self, partitions: set[int]) -> dict[str, DialogState]: ...
@@ -52,7 +59,7 @@ class StateStore(Protocol):
 class AgentProcessor:
     name = "agent"
     inputs: tuple[Topic, ...] = (CALLS, TRANSCRIPTS, TURNS)
-    watch: tuple[Topic, ...] = (TURNS,)  # barge-ins must cut a streaming reply short
+    watch: tuple[Topic, ...] = (TURNS, CALLS)  # barge-ins and hang-ups must cut a streaming reply short
 
     def __init__(self, engine: Agent, store: StateStore, prices: PriceTable | None = None) -> None:
         self.engine = engine
@@ -62,6 +69,7 @@ class AgentProcessor:
         self.prices = prices or PriceTable()
         self.calls: dict[str, CallEvent] = {}  # call_started events, for the engine events of the call
         self.replying: dict[str, tuple[int, asyncio.Event]] = {}  # call_id → (turn being answered, stop)
+        self.ended = EndedCalls()
 
     async def on_assigned(self, partitions: set[int]) -> None:
         self.states = await self.store.restore(partitions)
@@ -76,20 +84,24 @@ class AgentProcessor:
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
         r = msg.record
         if isinstance(r, CallEvent):
-            if r.kind is CallEventKind.CALL_STARTED and r.call_id not in self.states:
+            if r.kind is CallEventKind.CALL_STARTED and r.call_id in self.ended:
+                metrics.ENDED_CALL_SKIPS.labels(self.name, "greeting").inc()
+            elif r.kind is CallEventKind.CALL_STARTED and r.call_id not in self.states:
                 state = DialogState(r.call_id, "greeting", 0, 0, r.reply_partition, r.language, False, now_us())
                 state.slots.update(self._choices(r.attributes))
                 self.states[r.call_id] = state
                 self.calls[r.call_id] = r
                 async for out in self._reply(state, 0, None, msg.corr.child(0), Timings()):
                     yield out
-            elif r.kind is CallEventKind.CALL_ENDED and (state := self.states.pop(r.call_id, None)):
-                self.calls.pop(r.call_id, None)
+            elif r.kind is CallEventKind.CALL_ENDED and (state := self._end(r.call_id)):
                 state.ended, state.updated_us = True, now_us()
                 yield Out(state, msg.corr)
         elif isinstance(r, Transcript) and r.kind is TranscriptKind.FINAL:
             state = self.states.get(r.call_id)
             if state is None or state.ended or r.turn_seq <= state.last_turn_seq or not r.text.strip():
+                return
+            if r.call_id in self.ended:  # hung up; its call_ended is queued behind this transcript
+                metrics.ENDED_CALL_SKIPS.labels(self.name, "reply").inc()
                 return
             state.last_turn_seq = r.turn_seq
             state.turns += 1
@@ -101,7 +113,18 @@ class AgentProcessor:
             if state is not None:
                 yield Out(self._record(state, r.cancelled_turn_seq, 0, ReplyKind.CANCEL, ""), msg.corr)
 
-    async def on_watched(self, record: TurnEvent) -> None:
+    def _end(self, call_id: str) -> DialogState | None:
+        self.ended.end(call_id)
+        self.calls.pop(call_id, None)
+        return self.states.pop(call_id, None)
+
+    async def on_watched(self, record: TurnEvent | CallEvent) -> None:
+        if isinstance(record, CallEvent):
+            if record.kind is CallEventKind.CALL_ENDED:
+                self.ended.end(record.call_id)
+                if self.interrupt(record.call_id, _EVERY_TURN):
+                    logger.info("reply stream cancelled by hang-up", extra={"fields": {"call_id": record.call_id}})
+            return
         barge_in = record.kind is TurnEventKind.BARGE_IN and record.cancelled_turn_seq is not None
         if barge_in and self.interrupt(record.call_id, record.cancelled_turn_seq):
             logger.info("reply stream cancelled by barge-in", extra={"fields": {"turn": record.cancelled_turn_seq}})

@@ -6,8 +6,8 @@ import argparse
 
 from processors.enrich.logic import Enricher
 from processors.enrich.settings import EnrichSettings
-from sinks.redact import Redactor, install_log_redaction
 from switchboard import logs
+from switchboard.redact import Redactor, install_log_redaction
 from switchboard.runner import serve
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
 
 from switchboard.audio import BUS_RATE, Resampler
+from switchboard.inference import run_inference
 
 
 class PiperEngine:
@@ -31,4 +31,4 @@ class PiperEngine:
     async def synthesize(self, text: str, voice: str | None) -> AsyncIterator[np.ndarray]:
         # Piper synthesizes a sentence ~20x faster than real time; the agent already
         # sends one sentence at a time, so a sentence is the unit of streaming here.
-        yield await asyncio.to_thread(self._synthesize, text)
+        yield await run_inference(self._synthesize, text)

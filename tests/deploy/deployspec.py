@@ -240,6 +240,55 @@ def env_value(container: dict[str, Any], name: str) -> Any:
     return None
 
 
+def is_switchboard(container: dict[str, Any]) -> bool:
+    return (container.get("command") or [None])[0] == "switchboard"
+
+
+def partition_problems(docs: list[dict[str, Any]], default: int) -> list[str]:
+    """Where manifests disagree on the partition count: every Switchboard container must read the
+    same SWITCHBOARD_PARTITIONS (unset: ``default``), every KafkaTopic must have that many
+    partitions, and no HPA may scale a group past it (a member beyond it would sit idle)."""
+    problems = []
+    read = {}
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                if is_switchboard(c):
+                    raw = env_value(c, "SWITCHBOARD_PARTITIONS")
+                    read[f"{doc['metadata']['name']}/{c['name']}"] = int(raw) if raw is not None else default
+    counts = set(read.values()) or {default}
+    if len(counts) > 1:
+        problems.append(f"containers read different partition counts: {read}")
+    count = max(counts)
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "KafkaTopic" and doc["spec"]["partitions"] != count:
+            problems.append(f"KafkaTopic {name}: {doc['spec']['partitions']} partitions, the services read {count}")
+        if doc["kind"] == "HorizontalPodAutoscaler" and doc["spec"]["maxReplicas"] > count:
+            problems.append(f"HPA {name}: maxReplicas {doc['spec']['maxReplicas']} > {count} partitions")
+    return problems
+
+
+def partitions_default() -> int:
+    return base_settings().model_fields["partitions"].default
+
+
+def deployed_partitions() -> int:
+    """The partition count the manifests deploy (checked consistent by ``partition_problems``)."""
+    values = {env_value(c, "SWITCHBOARD_PARTITIONS") for w in workloads() for c in containers(w) if is_switchboard(c)}
+    values.discard(None)
+    return int(values.pop()) if len(values) == 1 else partitions_default()
+
+
+def compose_partitions() -> int:
+    """SWITCHBOARD_PARTITIONS as the compose file gives it to every Switchboard service (topic creation included)."""
+    services = compose_switchboard_services().values()
+    values = {svc.get("environment", {}).get("SWITCHBOARD_PARTITIONS") for svc in services}
+    assert len(values) == 1, f"compose services read different partition counts: {values}"
+    value = values.pop()
+    return int(value) if value is not None else partitions_default()
+
+
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 

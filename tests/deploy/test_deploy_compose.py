@@ -14,12 +14,11 @@ from deployspec import (
     TOPICS_COMMAND,
     code_services,
     compose_config,
+    compose_partitions,
     compose_switchboard_services,
     load_yaml,
     tool,
 )
-
-from switchboard.topics import CALL_PARTITIONS
 
 
 def bind_mounts(svc: dict) -> dict[str, str]:
@@ -108,7 +107,8 @@ def test_processors_that_scale_by_partition_have_replicas_within_the_partition_c
                            if s["command"] == ["switchboard", svc.name])
         n = compose_svc.get("deploy", {}).get("replicas")
         assert n is not None, f"{svc.name} scales by partition: set deploy.replicas"
-        assert 1 <= n <= CALL_PARTITIONS, f"{svc.name}: {n} replicas, but a group has {CALL_PARTITIONS} partitions"
+        partitions = compose_partitions()
+        assert 1 <= n <= partitions, f"{svc.name}: {n} replicas, but a group has {partitions} partitions"
         replicas[svc.name] = n
     assert max(replicas.values()) > 1, "the demo shows scaling by partition on at least one processor"
 

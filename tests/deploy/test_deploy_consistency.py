@@ -15,11 +15,16 @@ from deployspec import (
     code_services,
     compose_switchboard_services,
     containers,
+    deployed_partitions,
     env_value,
     group_settings,
+    is_switchboard,
     kinds,
     load_yaml,
+    manifests,
     module_inputs,
+    partition_problems,
+    partitions_default,
     processor_classes,
     service,
     settings_env_names,
@@ -44,12 +49,30 @@ def test_every_catalog_topic_has_a_kafka_topic_and_no_other_exists() -> None:
 @pytest.mark.parametrize("topic", CATALOG, ids=lambda t: t.name)
 def test_kafka_topic_has_the_catalog_partitions_and_retention(topic: Topic) -> None:
     spec = kafka_topics()[topic.name]["spec"]
-    assert spec["partitions"] == topic.partitions
+    assert spec["partitions"] == deployed_partitions() == topic.partitions
     config = {k: str(v) for k, v in spec.get("config", {}).items()}
     for key, value in topic.configs.items():
         assert config.get(key) == value, f"{topic.name}: {key} is {config.get(key)!r}, the catalog says {value!r}"
     if topic.compacted:
         assert "retention.ms" not in config, f"{topic.name} is compacted: no time retention"
+
+
+def test_topics_services_and_autoscalers_agree_on_the_partition_count() -> None:
+    docs = [doc for _, doc in manifests()]
+    assert partition_problems(docs, partitions_default()) == []
+
+
+def test_a_partition_count_mismatch_in_the_manifests_is_caught() -> None:
+    import copy
+
+    docs = copy.deepcopy([doc for _, doc in manifests()])
+    next(d for d in docs if d["kind"] == "KafkaTopic")["spec"]["partitions"] = 8
+    next(d for d in docs if d["kind"] == "HorizontalPodAutoscaler")["spec"]["maxReplicas"] = 64
+    container = next(c for d in docs if d["kind"] == "Deployment" for c in containers(d) if is_switchboard(c))
+    container["env"] = [e for e in container.get("env", []) if e["name"] != "SWITCHBOARD_PARTITIONS"]
+    container["env"].append({"name": "SWITCHBOARD_PARTITIONS", "value": "16"})
+    problems = " ".join(partition_problems(docs, partitions_default()))
+    assert "KafkaTopic" in problems and "maxReplicas 64" in problems and "different partition counts" in problems
 
 
 def test_topic_replication_fits_the_brokers() -> None:
@@ -230,7 +253,7 @@ def test_every_ingress_node_owns_a_reply_partition_at_any_scale() -> None:
     assert hpa["spec"]["maxReplicas"] == count, "node count is fixed at the most nodes that can run"
     assert workload_for("ingress")["spec"]["replicas"] <= count
     for index in range(count):  # the ingress's rule: p % count == index
-        assert [p for p in range(AUDIO_OUT.partitions) if p % count == index], f"node {index} owns no partition"
+        assert [p for p in range(deployed_partitions()) if p % count == index], f"node {index} owns no partition"
 
 
 def test_the_ingress_pods_outlive_their_drain() -> None:
@@ -307,8 +330,7 @@ def test_processor_autoscales_on_its_consumer_group_lag_within_the_partitions(sv
     if not expected_groups:
         expected_groups = {f"switchboard-{svc.name}"}
     assert group in expected_groups
-    partitions = min((t.partitions for p in procs for t in p.inputs), default=min(t.partitions for t in CATALOG))
-    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= partitions
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= deployed_partitions()
     pdb = by_kind_name("PodDisruptionBudget", deployment["metadata"]["name"])
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
