@@ -1,0 +1,46 @@
+"""A load run on a fresh load-test stack, in one command: the README's "Load testing" figures.
+
+Starts its own tansu and the spine services (ingress, turns, stt, agent, tts) on free loopback ports,
+with the settings of a load-test stack (``SWITCHBOARD_MAX_CALLS=1000``, the generator's address exempt
+from the per-source limits) and its credentials in a temporary directory, runs ``switchboard load``
+against it with the arguments given, and stops everything. Nothing of ``.switchboard/`` is touched.
+
+    .venv/bin/python bench/load_stack.py --callers 20 --ramp 5 --turns 2 --duration 120
+    .venv/bin/python bench/load_stack.py --callers 100 --ramp 10 --duration 30 --silent
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from switchboard.broker import EmbeddedBroker, free_port
+from switchboard.cli import main
+from switchboard.settings import ServiceSettings
+from switchboard.stack import Stack
+
+SPINE = ("ingress", "turns", "stt", "agent", "tts")
+LOAD_TEST_ENV = {"SWITCHBOARD_MAX_CALLS": "1000", "SWITCHBOARD_SOURCE_LIMIT_EXEMPT": "127.0.0.1/32"}
+
+
+def run(load_args: list[str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="switchboard-load-") as tmp:
+        run_dir = Path(tmp)
+        broker = EmbeddedBroker(log_path=run_dir / "tansu.log").start()
+        settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"load{uuid.uuid4().hex[:6]}.")
+        stack = Stack(settings, ingress_port=free_port(), run_dir=run_dir, only=SPINE, extra_env=LOAD_TEST_ENV)
+        stack._next_metrics_port = free_port()
+        try:
+            stack.start(embedded=False)
+            stack.wait_ready()
+            print(f"load-test stack up on {stack.http_base} (tansu {broker.bootstrap})", flush=True)
+            return main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
+        finally:
+            stack.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(sys.argv[1:]))
