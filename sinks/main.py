@@ -11,12 +11,12 @@ import signal
 from prometheus_client import start_http_server
 
 from sinks.query_server import QueryServer
-from sinks.redact import install_log_redaction
 from sinks.settings import SinkSettings
 from sinks.sink import Sink
 from sinks.store import Store, is_chdb
 from switchboard import logs
 from switchboard.bus import wait_for_broker
+from switchboard.redact import install_log_redaction
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +41,26 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 50)
 
 
+def start_report_endpoint(settings: SinkSettings, store: Store) -> QueryServer | None:
+    """The endpoint exists for an embedded chDB only (with a server, BI tools read the server) and
+    is opt-in: it starts when a token is configured, never anonymous."""
+    if not (is_chdb(settings.clickhouse_dsn) and settings.query_port):
+        return None
+    token = settings.query_token_value()
+    if not token:
+        logger.info("report endpoint off: no SWITCHBOARD_QUERY_TOKEN (nor SWITCHBOARD_QUERY_TOKEN_FILE)")
+        return None
+    if settings.query_host not in ("127.0.0.1", "::1", "localhost"):
+        logger.warning("report endpoint bound beyond loopback", extra={"fields": {"host": settings.query_host}})
+    return QueryServer(store, settings.query_host, settings.query_port, token).start()
+
+
 async def run(settings: SinkSettings) -> None:
     store = Store(settings.clickhouse_dsn, settings.clickhouse_database)
     server: QueryServer | None = None
     try:
         store.ensure_schema(settings.retention_days, settings.transcript_retention_days)
-        if is_chdb(settings.clickhouse_dsn) and settings.query_port:
-            server = QueryServer(store, settings.query_host, settings.query_port).start()
+        server = start_report_endpoint(settings, store)
         await wait_for_broker(settings)
         sink = Sink(settings, store)
         tune_gc()

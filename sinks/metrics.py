@@ -14,4 +14,5 @@ BATCH_ROWS = Histogram("switchboard_sink_batch_rows", "rows per flushed batch",
                        buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000))
 FRESHNESS = Histogram("switchboard_sink_freshness_seconds", "record produced → inserted into ClickHouse",
                       buckets=LATENCY_BUCKETS)
-QUERIES = Counter("switchboard_sink_queries_total", "queries served by the read-only SQL endpoint", ["status"])
+QUERIES = Counter("switchboard_sink_queries_total", "requests to the report endpoint, by outcome (ok, error, "
+                  "unauthorized, refused, not_found)", ["status"])

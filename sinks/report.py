@@ -1,11 +1,16 @@
 """``switchboard report``: run the BI queries in ``sinks/sql/reports/`` and print
 them as tables; ``--plot DIR`` also draws PNG charts.
 
+Every query is named: the reports, and the few in ``sinks/sql/queries/`` that
+charts and operators use. Nothing here, nor in the sink's endpoint, runs SQL
+that came from anywhere else.
+
 Where the data is read from:
 - a ClickHouse server DSN (``http(s)://``): directly;
-- an embedded chDB DSN: through the running sink's read-only SQL endpoint when
-  it answers for that path (chDB lets one process open a path at a time), else
-  by opening the path directly (the sink is stopped).
+- an embedded chDB DSN: through the running sink's report endpoint when it
+  answers for that path (chDB lets one process open a path at a time; the
+  endpoint needs ``SWITCHBOARD_QUERY_TOKEN``), else by opening the path
+  directly (the sink is stopped).
 """
 
 from __future__ import annotations
@@ -14,29 +19,49 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from sinks.settings import SinkSettings
 from sinks.store import SQL_DIR, Store, chdb_path, is_chdb
 
 REPORTS_DIR = SQL_DIR / "reports"
+QUERIES_DIR = SQL_DIR / "queries"  # named queries that are not printed as reports (charts, operations)
 ORDER = ("recent_calls", "recent_turns", "recent_transcripts", "calls_per_hour", "average_handle_time",
          "containment_rate", "latency_percentiles", "barge_in_rate", "fallback_rate", "fallbacks_by_engine",
          "top_intents", "sentiment_trend", "cost_per_call", "cost_by_engine")
 STAGES = ("response", "processing", "turn_detection", "stt", "agent", "tts", "bus_overhead")
-LATENCY_SAMPLES = f"""
-SELECT stage, ms FROM turns FINAL
-ARRAY JOIN {list(STAGES)} AS stage,
-    [response_ms, processing_ms, turn_detection_ms, stt_ms, agent_ms, tts_ms, bus_overhead_ms] AS ms
-WHERE ms IS NOT NULL
-"""
 Rows = tuple[list[str], list[tuple[Any, ...]]]
 
 
+def named_queries() -> dict[str, str]:
+    """Every query that may run, by name: the reports, then the other named queries."""
+    out = {p.stem: p.read_text() for p in sorted(REPORTS_DIR.glob("*.sql"))}
+    for p in sorted(QUERIES_DIR.glob("*.sql")):
+        if p.stem in out:
+            raise RuntimeError(f"{p} has the name of a report")
+        out[p.stem] = p.read_text()
+    return out
+
+
+def _title(sql: str, name: str) -> str:
+    comments = []
+    for line in sql.splitlines():
+        if not line.startswith("--"):
+            break
+        comments.append(line.removeprefix("--").strip())
+    return " ".join(comments) or name
+
+
+def titles() -> dict[str, str]:
+    return {name: _title(sql, name) for name, sql in named_queries().items()}
+
+
 class Reader(Protocol):
-    def query(self, sql: str) -> Rows: ...
+    def run(self, name: str) -> Rows: ...
 
     def close(self) -> None: ...
 
@@ -44,47 +69,64 @@ class Reader(Protocol):
 class StoreReader:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.queries = named_queries()
 
-    def query(self, sql: str) -> Rows:
-        return self.store.query(sql)
+    def run(self, name: str) -> Rows:
+        if name not in self.queries:
+            raise ValueError(f"no query named {name!r}")
+        return self.store.query(self.queries[name])
 
     def close(self) -> None:
         self.store.close()
 
 
 class HttpReader:
-    """Reads through a sink's query endpoint (see ``sinks.query_server``)."""
+    """Reads through a sink's report endpoint (see ``sinks.query_server``)."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        self.token = token
         self.timeout_s = timeout_s
+
+    def _get(self, path: str, timeout_s: float) -> Any:
+        req = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
 
     def ping(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1.0) as resp:
-                return json.loads(resp.read())
+            return self._get("/ping", 1.0)
         except (OSError, ValueError):
             return None
 
-    def query(self, sql: str) -> Rows:
-        req = urllib.request.Request(f"{self.url}/query?format=JSONCompact", data=sql.encode(), method="POST")
+    def run(self, name: str) -> Rows:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                body = json.loads(resp.read())
+            body = self._get(f"/reports/{quote(name, safe='')}", self.timeout_s)
         except urllib.error.HTTPError as exc:
-            raise RuntimeError(exc.read().decode("utf-8", "replace")) from exc
+            raise RuntimeError(f"{exc.code}: {exc.read().decode('utf-8', 'replace')}") from exc
         return [m["name"] for m in body["meta"]], [tuple(r) for r in body["data"]]
 
     def close(self) -> None:
         pass
 
 
+def client_token(settings: SinkSettings) -> str:
+    """The report endpoint's token as a client finds it: the settings, else what `switchboard up` generated."""
+    from switchboard.credentials import ClientCredentials
+
+    return settings.query_token_value() or ClientCredentials.load().query_token
+
+
 def open_reader(settings: SinkSettings, query_url: str | None = None) -> Reader:
+    token = client_token(settings)
     if query_url:
-        return HttpReader(query_url)
+        if not token:
+            raise RuntimeError("the report endpoint needs a token: set SWITCHBOARD_QUERY_TOKEN (`switchboard up` "
+                               "keeps the one it generated in .switchboard/credentials.json)")
+        return HttpReader(query_url, token)
     dsn = settings.clickhouse_dsn
-    if is_chdb(dsn) and settings.query_port:
-        http = HttpReader(settings.query_url)
+    if is_chdb(dsn) and settings.query_port and token:
+        http = HttpReader(settings.query_url, token)
         info = http.ping()
         if info and is_chdb(info.get("dsn", "")) and chdb_path(info["dsn"]) == chdb_path(dsn):
             return http
@@ -96,8 +138,8 @@ def open_reader(settings: SinkSettings, query_url: str | None = None) -> Reader:
         return StoreReader(store)
     except Exception as exc:
         raise RuntimeError(
-            f"cannot open {dsn}: {exc}. If a sink owns this chDB path, give it a query port "
-            "(SWITCHBOARD_QUERY_PORT) or stop it first."
+            f"cannot open {dsn}: {exc}. If a sink owns this chDB path, give it and this command the same "
+            "SWITCHBOARD_QUERY_TOKEN (`switchboard up` does) or stop it first."
         ) from exc
 
 
@@ -119,12 +161,7 @@ def reports(only: list[str] | None = None) -> list[Report]:
     out = []
     for n in names:
         sql = files[n].read_text()
-        comments = []
-        for line in sql.splitlines():
-            if not line.startswith("--"):
-                break
-            comments.append(line.removeprefix("--").strip())
-        out.append(Report(n, " ".join(comments) or n, sql))
+        out.append(Report(n, _title(sql, n), sql))
     return out
 
 
@@ -161,7 +198,7 @@ def table(columns: list[str], rows: list[tuple[Any, ...]], width: int = 60) -> s
 def run_reports(reader: Reader, only: list[str] | None = None, width: int = 60) -> str:
     parts = []
     for rep in reports(only):
-        columns, rows = reader.query(rep.sql)
+        columns, rows = reader.run(rep.name)
         parts.append(f"== {rep.name}: {rep.title}\n{table(columns, rows, width)}\n")
     return "\n".join(parts)
 
@@ -176,7 +213,7 @@ def plot(reader: Reader, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    _, rows = reader.query(LATENCY_SAMPLES)
+    _, rows = reader.run("latency_samples")
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     for stage, ms in rows:
         samples[stage].append(float(ms))
@@ -194,12 +231,13 @@ def plot(reader: Reader, out_dir: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
 
-    _, rows = reader.query(
-        "SELECT toStartOfHour(started_at) AS hour, count() FROM calls FINAL GROUP BY hour ORDER BY hour"
-    )
-    hours = [r[0] if isinstance(r[0], dt.datetime) else dt.datetime.fromisoformat(str(r[0])) for r in rows]
+    _, rows = reader.run("calls_per_hour")  # (hour, channel, calls): summed over the channels
+    per_hour: dict[dt.datetime, int] = defaultdict(int)
+    for hour, _channel, calls in rows:
+        per_hour[hour if isinstance(hour, dt.datetime) else dt.datetime.fromisoformat(str(hour))] += int(calls)
+    hours = sorted(per_hour)
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.bar(hours, [int(r[1]) for r in rows], width=1 / 24 * 0.8)
+    ax.bar(hours, [per_hour[h] for h in hours], width=1 / 24 * 0.8)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("calls")
     ax.set_xlabel("hour (UTC)")

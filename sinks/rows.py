@@ -54,12 +54,14 @@ class RowBuilder:
             value_ms = float(m.group(1))
         if e.kind is r.CallEventKind.DTMF and self.redactor.kinds:
             reason = DIGITS.sub("#", reason)  # callers key card numbers in one digit per event
-        attrs = {k: self.redactor(v) for k, v in e.attributes.items()}
+        # caller_hash: the ingress's keyed hash (hex, no PII; the redactor could take its digits for a number)
+        attrs = {k: v if k == "caller_hash" else self.redactor(v) for k, v in e.attributes.items()}
         started = e.kind is r.CallEventKind.CALL_STARTED
+        hashed = e.attributes.get("caller_hash") or caller_hash(e.caller_number, self.salt)
         out.add("events", (
             e.ts_us, e.call_id, "calls", e.kind.value, e.turn_seq, e.session_id, e.agent_id, e.channel, e.language,
             e.ingress_node, mask_caller(e.caller_number) if started else "",
-            caller_hash(e.caller_number, self.salt) if started else "", self.redactor(reason), value_ms, attrs, p, o,
+            hashed if started else "", self.redactor(reason), value_ms, attrs, p, o,
         ))
 
     def _CallSummary(self, out: Rows, s: r.CallSummary, p: int, o: int) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
-from sinks.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor
+from switchboard.redact import ALL_KINDS, CARD, DOB, EMAIL, PHONE, SSN, Redactor
 from switchboard.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,10 +35,17 @@ class SinkSettings(ServiceSettings):
     )
     retention_days: int = Field(395, ge=1, description="TTL of calls, turns, events and engine usage rows")
     transcript_retention_days: int = Field(90, ge=1, description="TTL of transcript rows (the most sensitive table)")
-    query_host: str = Field("127.0.0.1", description="address of the sink's read-only SQL endpoint")
+    query_host: str = Field("127.0.0.1", description="address of the sink's report endpoint (keep it on loopback)")
     query_port: int = Field(
-        8124, ge=0, description="port of the read-only SQL endpoint through which `switchboard report` reads an "
-        "embedded chDB owned by the running sink (0 = off)"
+        8124, ge=0, description="port of the report endpoint through which `switchboard report` reads an embedded "
+        "chDB owned by the running sink: named reports only, no SQL (0 = off)"
+    )
+    query_token: SecretStr = Field(
+        SecretStr(""), description="bearer token of the report endpoint; the endpoint is off unless this or "
+        "query_token_file gives one (`switchboard up` generates it)"
+    )
+    query_token_file: str = Field(
+        "", description="file holding the report endpoint's token when query_token is unset (a mounted secret)"
     )
     redact: bool = Field(True, description="mask PII before it reaches ClickHouse or the logs (master switch)")
     redact_cards: bool = Field(True, description="mask card numbers that pass the Luhn check → [CARD]")
@@ -51,7 +58,10 @@ class SinkSettings(ServiceSettings):
         0.0, ge=0, description="fault injection for tests: pause between a successful insert and the offset commit, "
         "widening the window in which a crash leaves rows written but not committed"
     )
-    caller_hash_salt: str = Field("switchboard", description="salt of calls.caller_hash (set a secret in production)")
+    caller_hash_salt: str = Field(
+        "switchboard", description="key of calls.caller_hash for call events that carry a raw number and no "
+        "caller_hash attribute (the ingress hashes with SWITCHBOARD_CALLER_HASH_KEY; give both the same secret)"
+    )
 
     @field_validator("clickhouse_dsn")
     @classmethod
@@ -68,6 +78,17 @@ class SinkSettings(ServiceSettings):
                   DOB: self.redact_dob}
         kinds = frozenset(k for k in ALL_KINDS if self.redact and chosen[k])
         return Redactor(kinds=kinds, dob_min_years=self.dob_min_years)
+
+    def query_token_value(self) -> str:
+        """The report endpoint's token: the setting, else the token file, else "" (endpoint off)."""
+        if token := self.query_token.get_secret_value().strip():
+            return token
+        if not self.query_token_file:
+            return ""
+        try:
+            return Path(self.query_token_file).expanduser().read_text().strip()
+        except OSError:
+            return ""
 
     @property
     def query_url(self) -> str:

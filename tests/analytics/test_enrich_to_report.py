@@ -56,7 +56,9 @@ async def test_enriched_calls_reach_clickhouse_and_the_report_command_prints_the
                           "WHERE call_id IN ('c1', 'c2') ORDER BY call_id")
     assert sent == [("c1", True, 2), ("c2", False, 1)]
 
-    server = QueryServer(store, "127.0.0.1", 0).start()
+    token = "enrich-to-report-token-0123456789"
+    server = QueryServer(store, "127.0.0.1", 0, token).start()
+    monkeypatch.setenv("SWITCHBOARD_QUERY_TOKEN", token)  # what `switchboard up` gives the sink and the report
     try:
         if "sinks.commands" not in cli.COMMANDS:  # until the lead's CLI lists it
             monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "sinks.commands"))

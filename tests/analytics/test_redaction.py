@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import io
 import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-import sinks.redact as redact_module
-from sinks.numbers import find_runs, luhn_ok
-from sinks.redact import (
+import switchboard.redact as redact_module
+from sinks.settings import SinkSettings
+from switchboard.logs import JsonFormatter
+from switchboard.numbers import find_runs, luhn_ok
+from switchboard.redact import (
     ALL_KINDS,
     CARD,
     DIGIT,
@@ -23,10 +30,12 @@ from sinks.redact import (
     Redactor,
     _words,
     caller_hash,
+    caller_hash_key,
     mask_caller,
+    mask_log_field,
+    mask_phones,
+    published_caller,
 )
-from sinks.settings import SinkSettings
-from switchboard.logs import JsonFormatter
 
 TODAY = dt.date(2026, 11, 21)
 
@@ -132,16 +141,85 @@ def test_each_kind_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SinkSettings().redactor()(text) == text
 
 
-def test_caller_numbers_are_stored_masked_and_hashed_with_a_salt() -> None:
+def test_caller_numbers_are_stored_masked_and_hashed_with_a_key() -> None:
     assert mask_caller("+1 (415) 555-2671") == "***2671"
     assert mask_caller(None) == ""
     assert caller_hash("+14155552671", "a") == caller_hash("+1 415 555 2671", "a")
     assert caller_hash("+14155552671", "a") != caller_hash("+14155552671", "b")
     assert "2671" not in caller_hash("+14155552671", "a")
+    # an HMAC of the digits: without the key, hashing every phone number finds nothing
+    assert caller_hash("+14155552671", "k") == hmac.new(b"k", b"14155552671", hashlib.sha256).hexdigest()[:16]
+    assert caller_hash("+14155552671", "k") != hashlib.sha256(b"k:14155552671").hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("mode", "shown"), [("masked", "***2671"), ("hashed", None), ("clear", "+14155552671")])
+def test_a_call_event_publishes_the_caller_number_as_the_mode_says_with_its_keyed_hash(
+    mode: str, shown: str | None
+) -> None:
+    number, attrs = published_caller("+14155552671", mode, "key")
+    assert number == shown
+    assert attrs == {"caller_hash": caller_hash("+14155552671", "key")}
+    assert published_caller(None, mode, "key") == (None, {})
+    assert published_caller("anonymous", mode, "key")[1] == {}  # no digits: nothing to count
+
+
+def test_an_unknown_caller_number_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="masked"):
+        published_caller("+14155552671", "plain", "key")
+
+
+def test_without_a_configured_key_the_process_uses_one_random_key() -> None:
+    assert caller_hash_key("configured") == "configured"
+    assert caller_hash_key("") == caller_hash_key("") != ""
+    assert len(caller_hash_key("")) >= 32
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("caller +14155552671 connected", "caller ***2671 connected"),
+    ("GET /acs/media%3Fcaller_number=%2B14155552671", "GET /acs/media%3Fcaller_number=***2671"),
+    ("call from (415) 555-2671 ended", "call from ***2671 ended"),
+    ("call from 415-555-2671 ended", "call from ***2671 ended"),
+    ("+44 20 7946 0958 rang", "***0958 rang"),
+])
+def test_log_text_masks_numbers_written_like_phone_numbers(text: str, masked: str) -> None:
+    assert mask_phones(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "flushed 100000 rows in 12.5 ms", "offset 1234567 of partition 31", "at 2026-11-27 10:57:27.123",
+    "from 192.168.100.200:8080", "call CA0123456789abcdef0123456789abcdef", "ts_us 1764240000000000",
+    "trace 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+])
+def test_log_text_keeps_ids_offsets_times_and_addresses(text: str) -> None:
+    assert mask_phones(text) == text
+
+
+def test_log_fields_named_like_a_number_are_masked_whatever_their_form() -> None:
+    assert mask_log_field("caller_number", "14155552671") == "***2671"
+    assert mask_log_field("from", "4155552671") == "***2671"
+    assert mask_log_field("partition", 12) == 12
+    assert mask_log_field("call_id", "call-14155552671") == "call-14155552671"
+    assert mask_log_field("text", "ring +14155552671") == "ring ***2671"
+
+
+def test_the_sinks_modules_are_the_shared_cores_redactor() -> None:
+    import sinks.numbers
+    import sinks.redact
+
+    assert sinks.redact.Redactor is Redactor and sinks.redact.caller_hash is caller_hash
+    assert sinks.numbers.find_runs is find_runs
+
+
+def test_the_shared_redactor_imports_no_sink_or_processor() -> None:
+    code = ("import sys, switchboard.redact, switchboard.numbers, switchboard.logs; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sinks', 'processors', 'ingress')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
 
 
 def test_log_lines_are_redacted_before_they_are_written() -> None:
-    from sinks.redact import RedactingFilter
+    from switchboard.redact import RedactingFilter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -10,10 +10,11 @@ import pytest
 from calls_data import DAY, LATENCIES, NEXT_DAY, exact, known_calls, load
 
 from sinks.query_server import QueryServer
-from sinks.report import REPORTS_DIR, HttpReader, StoreReader, plot, reports, run_reports
+from sinks.report import QUERIES_DIR, REPORTS_DIR, HttpReader, StoreReader, named_queries, plot, reports, run_reports
 from sinks.store import Store
 
 D, D1 = DAY.date(), NEXT_DAY.date()
+TOKEN = "reports-test-token-0123456789"
 
 
 def hour(day: dt.datetime, h: int) -> dt.datetime:
@@ -97,29 +98,42 @@ def test_report_prints_a_table_per_query(loaded: Store) -> None:
     assert "4111" not in text
 
 
-def test_report_reads_through_the_sinks_query_endpoint_with_the_same_rows(loaded: Store) -> None:
-    server = QueryServer(loaded, "127.0.0.1", 0).start()
+def test_report_reads_through_the_sinks_endpoint_with_the_same_rows(loaded: Store) -> None:
+    server = QueryServer(loaded, "127.0.0.1", 0, TOKEN).start()
     try:
-        http = HttpReader(server.url)
+        http = HttpReader(server.url, TOKEN)
         assert http.ping()["database"] == loaded.database
-        _, direct = loaded.query(EXPECTED_SQL := (REPORTS_DIR / "top_intents.sql").read_text())
-        _, remote = http.query(EXPECTED_SQL)
+        _, direct = loaded.query((REPORTS_DIR / "top_intents.sql").read_text())
+        _, remote = http.run("top_intents")
         assert [list(r) for r in remote] == [list(r) for r in direct]
         assert "c1" in run_reports(http, ["recent_calls"])
     finally:
         server.stop()
 
 
-def test_query_endpoint_refuses_writes(loaded: Store) -> None:
-    server = QueryServer(loaded, "127.0.0.1", 0).start()
-    try:
-        with pytest.raises(RuntimeError, match=r"(?i)readonly"):
-            HttpReader(server.url).query("INSERT INTO calls (call_id) VALUES ('x')")
-        with pytest.raises(RuntimeError):
-            HttpReader(server.url).query("DROP TABLE calls")
-        assert loaded.query("SELECT count() FROM calls")[1][0][0] >= 5
-    finally:
-        server.stop()
+def test_latency_samples_are_one_row_per_turn_and_stage(loaded: Store) -> None:
+    _, rows = StoreReader(loaded).run("latency_samples")
+    assert sorted(ms for stage, ms in rows if stage == "response") == sorted(
+        lat.response for lat in LATENCIES.values())
+    assert {stage for stage, _ in rows} == {"response", "processing", "turn_detection", "stt", "agent", "tts",
+                                            "bus_overhead"}
+
+
+def test_table_rows_counts_each_table_as_stored_and_deduplicated(loaded: Store) -> None:
+    columns, rows = StoreReader(loaded).run("table_rows")
+    assert columns == ["table_name", "stored_rows", "rows"]
+    got = {r[0]: (r[1], r[2]) for r in rows}
+    assert set(got) == {"calls", "turns", "transcripts", "events", "engine_usage", "call_summaries"}
+    for table, (stored, final) in got.items():
+        assert final == loaded.query(f"SELECT count() FROM {table} FINAL")[1][0][0]
+        assert stored >= final
+    assert got["calls"][1] == 5
+
+
+def test_named_queries_are_the_reports_and_the_chart_and_operations_queries() -> None:
+    names = set(named_queries())
+    assert names == {p.stem for p in REPORTS_DIR.glob("*.sql")} | {p.stem for p in QUERIES_DIR.glob("*.sql")}
+    assert {"latency_samples", "table_rows", "recent_calls"} <= names
 
 
 def test_plot_writes_latency_and_calls_over_time_charts(loaded: Store, tmp_path: Path) -> None:

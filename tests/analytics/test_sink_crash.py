@@ -45,10 +45,22 @@ def stream(call: int, now: int) -> list[Any]:
 EXPECTED = {"events": CALLS * (2 + TURNS_PER_CALL), "turns": CALLS * TURNS_PER_CALL, "calls": CALLS}
 
 
-def query(url: str, sql: str) -> list[list[Any]]:
-    req = urllib.request.Request(f"{url}/query?format=JSONCompact", data=sql.encode(), method="POST")
+TOKEN = "crash-test-token-0123456789"
+
+
+def report(url: str, name: str) -> list[list[Any]]:
+    """A named query through the sink's report endpoint (it runs no other SQL)."""
+    req = urllib.request.Request(f"{url}/reports/{name}", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["data"]
+
+
+def read_stopped(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    """SQL on the chDB path once the sink has stopped, from a process of its own (chDB: one path per process)."""
+    code = ("import json, sys; from sinks.store import Store; s = Store(sys.argv[1], 'switchboard'); "
+            "print(json.dumps([list(r) for r in s.query(sys.argv[2])[1]], default=str))")
+    out = subprocess.run([sys.executable, "-c", code, dsn, sql], cwd=ROOT, capture_output=True, timeout=60, check=True)
+    return [tuple(r) for r in json.loads(out.stdout.decode().strip().splitlines()[-1])]
 
 
 async def committed(settings: ServiceSettings, group: str, topics: tuple[Topic, ...]) -> int:
@@ -90,6 +102,7 @@ async def test_sink_killed_mid_stream_and_restarted_leaves_every_record_exactly_
         "SWITCHBOARD_TOPIC_PREFIX": bus_settings.topic_prefix,
         "SWITCHBOARD_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'clickhouse'}",
         "SWITCHBOARD_QUERY_PORT": str(port),
+        "SWITCHBOARD_QUERY_TOKEN": TOKEN,
         "SWITCHBOARD_BATCH_MAX_ROWS": "2000",
         "SWITCHBOARD_BATCH_MAX_SECONDS": "0.2",
         "SWITCHBOARD_FETCH_MAX_RECORDS": "1000",
@@ -103,14 +116,15 @@ async def test_sink_killed_mid_stream_and_restarted_leaves_every_record_exactly_
         return subprocess.Popen([sys.executable, "-m", "sinks.main"], env=env, cwd=ROOT, stdout=log, stderr=log)
 
     def count(table: str, final: bool = True) -> int:
-        return int(query(url, f"SELECT count() FROM switchboard.{table}{' FINAL' if final else ''}")[0][0])
+        stored, deduplicated = next((r[1], r[2]) for r in report(url, "table_rows") if r[0] == table)
+        return int(deduplicated if final else stored)
 
     producer = make_producer(bus_settings)
     await producer.start()
     pub = Publisher(bus_settings, producer, "test")
     first = start()
     try:
-        await asyncio.to_thread(wait_for, lambda: query(url, "SELECT 1"), 30, "the sink's query endpoint", first)
+        await asyncio.to_thread(wait_for, lambda: report(url, "table_rows"), 30, "the sink's report endpoint", first)
 
         async def produce() -> None:
             now = r.now_us()
@@ -139,13 +153,14 @@ async def test_sink_killed_mid_stream_and_restarted_leaves_every_record_exactly_
             await asyncio.to_thread(wait_for, complete, 90, "every record", second)
             time.sleep(1.0)  # a late duplicate would show up now
             assert {t: count(t) for t in EXPECTED} == EXPECTED
-            uniq = query(url, "SELECT uniqExact(kafka_partition, kafka_offset, source) FROM switchboard.events FINAL")
-            assert int(uniq[0][0]) == EXPECTED["events"]
-            ended = query(url, "SELECT countIf(ended_at IS NOT NULL), countIf(turns = 8) FROM switchboard.calls FINAL")
-            assert [int(v) for v in ended[0]] == [CALLS, CALLS]
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0
+        dsn = env["SWITCHBOARD_CLICKHOUSE_DSN"]
+        uniq = read_stopped(dsn, "SELECT uniqExact(kafka_partition, kafka_offset, source) FROM events FINAL")
+        assert int(uniq[0][0]) == EXPECTED["events"]
+        ended = read_stopped(dsn, "SELECT countIf(ended_at IS NOT NULL), countIf(turns = 8) FROM calls FINAL")
+        assert [int(v) for v in ended[0]] == [CALLS, CALLS]
     finally:
         if first.poll() is None:
             first.kill()
