@@ -10,11 +10,14 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
+from ingress.limits import AudioBudget, TokenBucket
+from ingress.protocol import DTMF_DIGITS
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, array_to_pcm16
 from switchboard.bus import Correlation, Publisher
@@ -59,6 +62,32 @@ class _Chunk:
     timings: Timings | None = None
 
 
+class _HungUp:
+    """The socket of a call that has ended: sends nothing (and holds no connection)."""
+
+    async def send_audio(self, frame: np.ndarray) -> None:
+        pass
+
+    async def send_mark(self, name: str) -> None:
+        pass
+
+    async def send_clear(self) -> None:
+        pass
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """What one call may make this node publish (see IngressSettings and README "Bad input")."""
+
+    audio_speed: float = 1.5  # × real time
+    audio_burst_s: float = 5.0
+    dtmf_digits: int = 4  # per message
+    dtmf_per_s: float = 10.0
+
+
 @dataclass(slots=True)
 class CallInfo:
     call_id: str
@@ -79,6 +108,7 @@ class CallSession:
         reply_partition: int,
         node: str,
         lead_ms: int,
+        limits: CallLimits | None = None,
     ) -> None:
         self.info = info
         self.socket = socket
@@ -100,6 +130,10 @@ class CallSession:
         self.ended = asyncio.Event()
         self.end_reason = ""
         self.turn_latencies: list[Any] = []  # TurnLatency records of this call, for the JSON API
+        self.limits = limits or CallLimits()
+        self._audio_budget = AudioBudget(BUS_RATE, self.limits.audio_speed, self.limits.audio_burst_s)
+        self._dtmf_budget = TokenBucket(self.limits.dtmf_per_s, max(self.limits.dtmf_per_s, 1.0))
+        self.on_agent_audio: Callable[[], None] | None = None  # the socket's media timeout counts agent audio too
 
     # -- lifecycle ---------------------------------------------------------
     def _event(self, kind: CallEventKind, turn_seq: int | None = None, reason: str | None = None) -> CallEvent:
@@ -136,14 +170,27 @@ class CallSession:
         if self._playout:
             self._playout.cancel()
         metrics.ACTIVE_CALLS.labels(self.info.channel).dec()
+        # an ended call may be kept a while for its latencies (JSON API): not its connection, buffers or audio
+        self.socket, self.on_agent_audio = _HungUp(), None
+        self._queue.clear()
         try:
             await (await self.publisher.send(self._event(CallEventKind.CALL_ENDED, reason=reason), self.corr))
         except Exception:
             logger.exception("could not publish call_ended")
         logger.info("call ended", extra={"fields": {"reason": reason}})
 
-    async def dtmf(self, digit: str) -> None:
-        await self.publisher.send(self._event(CallEventKind.DTMF, reason=digit), self.corr)
+    async def dtmf(self, digits: str) -> None:
+        """Key presses of one message: DTMF characters only, at most ``dtmf_digits`` of them and
+        ``dtmf_per_s`` per second, so one message cannot become thousands of records."""
+        valid = [d for d in digits if d in DTMF_DIGITS]
+        taken = valid[: self.limits.dtmf_digits]
+        taken = taken[: int(self._dtmf_budget.take(len(taken)))]
+        if len(taken) < len(digits):
+            metrics.BAD_INPUT.labels(self.info.channel, "dtmf_dropped").inc(len(digits) - len(taken))
+        for digit in taken:
+            if self.ended.is_set():
+                return
+            await self.publisher.send(self._event(CallEventKind.DTMF, reason=digit), self.corr)
 
     # -- caller audio in ---------------------------------------------------
     def _sent(self, fut: asyncio.Future[Any]) -> None:
@@ -152,7 +199,16 @@ class CallSession:
             metrics.BAD_INPUT.labels(self.info.channel, "publish_failed").inc()
 
     async def caller_audio(self, samples: np.ndarray) -> None:
-        """Bus-rate samples from the caller, any length; published as 20 ms frames."""
+        """Bus-rate samples from the caller, any length; published as 20 ms frames, at most
+        ``audio_speed`` × real time (the excess is dropped and counted: no caller makes the bus
+        carry minutes of audio in a second)."""
+        if self.ended.is_set():
+            return  # nothing is published for a call that has ended
+        allowed = self._audio_budget.allow(len(samples))
+        if allowed < len(samples):
+            metrics.BAD_INPUT.labels(self.info.channel, "audio_too_fast").inc()
+            metrics.CALLER_AUDIO_DROPPED.labels(self.info.channel).inc((len(samples) - allowed) / BUS_RATE)
+            samples = samples[:allowed]
         buf = np.concatenate([self._pending_in, samples]) if len(self._pending_in) else samples
         n = len(buf) // FRAME_SAMPLES
         ts = now_us()
@@ -174,13 +230,15 @@ class CallSession:
 
     # -- agent audio out ---------------------------------------------------
     def agent_audio(self, out: AudioOut) -> None:
-        if out.turn_seq <= self._cleared_through:
+        if self.ended.is_set() or out.turn_seq <= self._cleared_through:
             return
         samples = np.frombuffer(out.pcm, dtype="<i2") if out.pcm else np.zeros(0, dtype=np.int16)
         self._queue.append(_Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings))
         self._wake.set()
 
     async def playback(self, cmd: PlaybackCommand) -> None:
+        if self.ended.is_set():
+            return
         self._cleared_through = max(self._cleared_through, cmd.through_turn_seq)
         dropped = len(self._queue)
         self._queue = deque(c for c in self._queue if c.turn_seq > self._cleared_through)
@@ -197,6 +255,8 @@ class CallSession:
             )
 
     async def _first_audio(self, chunk: _Chunk) -> None:
+        if self.ended.is_set():
+            return
         self._started_turns.add(chunk.turn_seq)
         corr = self.corr.child(chunk.turn_seq)
         await self.publisher.send(self._event(CallEventKind.PLAYBACK_STARTED, chunk.turn_seq), corr)
@@ -255,8 +315,12 @@ class CallSession:
                 if ahead > 0:
                     await asyncio.sleep(ahead)
                 await self.socket.send_audio(frame)
+                if self.on_agent_audio is not None:
+                    self.on_agent_audio()
                 clock = max(clock, time.monotonic() - self._lead_s) + FRAME_MS / 1000
 
     async def _finished(self, turn_seq: int) -> None:
         self._playing_turn = None
+        if self.ended.is_set():
+            return
         await self.publisher.send(self._event(CallEventKind.PLAYBACK_FINISHED, turn_seq), self.corr.child(turn_seq))

@@ -20,8 +20,9 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingress.calls import CallSession
-from switchboard import codec, metrics
+from switchboard import codec, fetchwait, metrics
 from switchboard.bus import consumer_options, topic_name
+from switchboard.fetchwait import FetchWait
 from switchboard.records import AudioOut, PlaybackCommand
 from switchboard.settings import ServiceSettings
 from switchboard.topics import AUDIO_OUT, PLAYBACK
@@ -44,6 +45,9 @@ class Egress:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(group_id=None, **consumer_options(self.settings))
         await self._consumer.start()
+        # while this node has calls, replies must reach them within a short fetch wait (tansu does not
+        # wake a waiting fetch); with none, back off so an idle node does not spin
+        fetchwait.attach(self._consumer, FetchWait.from_settings(self.settings, keep_short=lambda: bool(self.sessions)))
         out_name = topic_name(self.settings, AUDIO_OUT)
         parts = self._consumer.partitions_for_topic(out_name)
         if not parts:
@@ -51,6 +55,11 @@ class Egress:
             parts = self._consumer.partitions_for_topic(out_name) or set()
         if not parts:
             raise RuntimeError(f"topic {out_name} does not exist: run `switchboard topics create`")
+        if len(parts) != self.settings.partitions:  # reply partitions follow the topic as it is
+            logger.warning(
+                "audio.out partition count differs from the setting",
+                extra={"fields": {"topic": len(parts), "SWITCHBOARD_PARTITIONS": self.settings.partitions}},
+            )
         self.owned = sorted(p for p in parts if p % self.node_count == self.node_index)
         if not self.owned:
             raise RuntimeError(f"node {self.node_index}/{self.node_count} owns no partition of {len(parts)}")

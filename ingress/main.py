@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,
         ws_max_size=max(settings.max_message_bytes * 4, 1 << 20),
         lifespan="on",
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; SWITCHBOARD_TRUSTED_PROXIES decides instead
+        proxy_headers=False,
     )
     _DrainingServer(config, app.state.runtime).run()
     return 0

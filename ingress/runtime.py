@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
 
-from ingress.calls import CallerSocket, CallInfo, CallSession
+from ingress.calls import CallerSocket, CallInfo, CallLimits, CallSession
 from ingress.egress import Egress
+from ingress.limits import SourceLimits, networks
 from ingress.settings import IngressSettings
 from switchboard import metrics
 from switchboard.bus import Publisher, make_producer
+from switchboard.redact import caller_hash_key, published_caller
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,11 @@ class IngressRuntime:
         self.egress = Egress(settings, settings.ingress_node_index, settings.ingress_node_count)
         self.draining = False
         self.ready = False
+        self.sources = SourceLimits(settings.call_starts_per_source_per_minute, settings.max_calls_per_source,
+                                    networks(settings.source_limit_exempt))
+        self.trusted_proxies = networks(settings.trusted_proxies)
+        self.call_limits = CallLimits(settings.max_audio_speed, settings.audio_burst_s, settings.max_dtmf_digits,
+                                      settings.max_dtmf_per_s)
 
     async def start(self) -> None:
         # aiokafka clients must be created inside the running loop
@@ -70,8 +78,13 @@ class IngressRuntime:
             metrics.BAD_INPUT.labels(info.channel, "duplicate_call").inc()
             raise Rejected(1008, f"call {info.call_id} is already connected")
         assert self.publisher is not None
+        # the raw caller number stays in this process: call events carry what caller_number_mode says
+        number, attrs = published_caller(info.caller_number, self.settings.caller_number_mode,
+                                         caller_hash_key(self.settings.caller_hash_key.get_secret_value()))
+        info = replace(info, caller_number=number, attributes={**info.attributes, **attrs})
         session = CallSession(
-            info, sock, self.publisher, self.egress.reply_partition(), self.node, self.settings.playout_lead_ms
+            info, sock, self.publisher, self.egress.reply_partition(), self.node, self.settings.playout_lead_ms,
+            self.call_limits,
         )
         self.egress.register(session)
         try:

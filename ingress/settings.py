@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 
 from switchboard.settings import ServiceSettings
 
@@ -10,7 +12,9 @@ from switchboard.settings import ServiceSettings
 class IngressSettings(ServiceSettings):
     host: str = Field("127.0.0.1", description="address the HTTP/websocket server binds")
     port: int = Field(8080, description="HTTP/websocket port")
-    public_url: str = Field("", description="public base URL for TwiML stream URLs (default: from the request)")
+    public_url: str = Field("", description="public base URL (https://host) of this ingress: TwiML stream URLs and "
+                            "the URLs Twilio signs; unset: the request's own URL, trusted only once its Twilio "
+                            "signature checks")
     ingress_node_index: int = Field(
         0, ge=0, description="this node's index; it owns audio.out partitions p % count == index"
     )
@@ -24,4 +28,67 @@ class IngressSettings(ServiceSettings):
     )
     drain_timeout_s: float = Field(
         25.0, description="on SIGTERM, how long to wait for calls to end before closing them"
+    )
+    # -- authentication (ingress/auth.py, docs/security.md); `switchboard up` generates these when unset --
+    auth: Literal["on", "off"] = Field("on", description="off turns every authentication check off (a loud warning "
+                                       "at start-up): only for a closed test network")
+    twilio_auth_token: SecretStr = Field(SecretStr(""), description="Twilio account auth token: checks "
+                                         "X-Twilio-Signature on /twilio/voice and /twilio/media (unset: refused)")
+    api_keys: SecretStr = Field(SecretStr(""), description="API keys for POST /api/v1/calls/start, comma-separated, or "
+                                "the path of a file with one a line; KEY:engines may choose engines per call")
+    token_secret: SecretStr = Field(SecretStr(""), description="HMAC key of the short-lived stream and session tokens; "
+                                    "every ingress node must share it (unset: random per process, one node only)")
+    token_ttl_s: float = Field(120.0, gt=0, description="lifetime of a Twilio stream token or a JSON API session "
+                               "token (and of a session nobody joined)")
+    metrics_token: SecretStr = Field(SecretStr(""), description="bearer token for /metrics and nothing else on the "
+                                     "public port (unset: refused there; scrape SWITCHBOARD_METRICS_PORT instead)")
+    acs_audience: str = Field("", description="ACS resource's immutable ID: the audience of the JWT on /acs/media "
+                              "(unset: ACS refused)")
+    acs_issuer: str = Field("https://acscallautomation.communication.azure.com", description="issuer of the ACS JWT")
+    acs_jwks: str = Field("", description="keys of the ACS JWT: an https:// JWKS URL (fetched and cached) or the path "
+                          "of a JWKS file")
+    max_pending_sessions: int = Field(1000, ge=1, description="JSON API sessions started but not yet joined, at most "
+                                      "(more are refused with 503 until some are joined or expire)")
+    # -- limits on what a caller (or a stranger) can make this node do; see README "Bad input" --
+    trusted_proxies: str = Field(
+        "", description="comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed (empty: the "
+        "client address is the TCP peer, and X-Forwarded-For is ignored)"
+    )
+    source_limit_exempt: str = Field(
+        "", description="comma-separated addresses/CIDRs exempt from the per-source limits (e.g. Twilio's or ACS's "
+        "media servers, which carry many calls each)"
+    )
+    call_starts_per_source_per_minute: int = Field(
+        60, ge=1, description="new calls (websocket connections and POST /api/v1/calls/start) one source may make per "
+        "minute; more are refused (1013 / 429)"
+    )
+    max_calls_per_source: int = Field(
+        20, ge=1, description="open call websockets one source may hold at once; more are refused (1013)"
+    )
+    max_audio_speed: float = Field(
+        1.5, ge=1.0, description="caller audio accepted per call, as a multiple of real time; the excess is dropped "
+        "and counted"
+    )
+    audio_burst_s: float = Field(
+        5.0, ge=0.1, description="caller audio a call may send ahead of that pace at once (a network or event-loop "
+        "stall of up to this long loses nothing)"
+    )
+    max_dtmf_digits: int = Field(4, ge=1, description="DTMF digits taken from one message; the rest are dropped")
+    max_dtmf_per_s: float = Field(10.0, gt=0, description="DTMF digits taken per second of a call")
+    max_end_speech_per_s: float = Field(
+        1.0, gt=0, description="JSON API end_speech messages taken per second of a call; the rest are dropped"
+    )
+    max_body_bytes: int = Field(16_384, ge=1024, description="largest HTTP request body accepted (413 beyond)")
+    media_timeout_s: float = Field(
+        10.0, gt=0, description="a call socket with no caller audio (nor agent audio playing) for this long, from the "
+        "connect or since the last, is closed with 1008 and its slot freed"
+    )
+    # -- the caller's number on the bus (switchboard/redact.py, docs/analytics.md) --
+    caller_number_mode: Literal["masked", "hashed", "clear"] = Field(
+        "masked", description="what call events publish of the caller's number: masked (last four digits), hashed "
+        "(nothing) or clear; each adds attributes.caller_hash, a keyed hash for counting repeat callers"
+    )
+    caller_hash_key: SecretStr = Field(
+        SecretStr(""), description="HMAC key of attributes.caller_hash; every ingress node must share it (unset: "
+        "random per process, so repeat callers are not recognised across restarts)"
     )

@@ -24,9 +24,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from switchboard import codec
 from switchboard.audio import BUS_RATE, Resampler, mulaw_decode, mulaw_encode, rms_dbfs
 from switchboard.bus import consumer_options, topic_name
+from switchboard.credentials import ClientCredentials
 from switchboard.records import AgentReply, ReplyKind, Transcript, TranscriptKind, TurnLatency
 from switchboard.settings import ServiceSettings
 from switchboard.topics import LATENCY, REPLIES, TRANSCRIPTS
+from switchboard.twilio_client import open_media_stream
 
 FRAME = 160  # 20 ms of 8 kHz μ-law
 
@@ -100,9 +102,21 @@ class BusObserver:
         await self.consumer.stop()
 
 
+def http_base(url: str) -> str:
+    """``ws://host:port/twilio/media`` → ``http://host:port`` (where the voice webhook is)."""
+    base = url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+    return base.removesuffix("/").removesuffix("/twilio/media")
+
+
 class TwilioCaller:
-    def __init__(self, url: str, settings: ServiceSettings, call_id: str | None = None) -> None:
+    """``url`` is the ingress's media-stream URL or its http base; the call starts as Twilio's would, at the signed
+    voice webhook, and the stream is the one its TwiML names (with ``credentials``, else anonymously)."""
+
+    def __init__(self, url: str, settings: ServiceSettings, call_id: str | None = None,
+                 credentials: ClientCredentials | None = None) -> None:
         self.url = url
+        self.http_base = http_base(url)
+        self.credentials = credentials
         self.settings = settings
         self.call_id = call_id or f"CA{secrets.token_hex(16)}"
         self.stream_sid = f"MZ{secrets.token_hex(16)}"
@@ -191,7 +205,8 @@ class TwilioCaller:
         await observer.start()
         down = Resampler(BUS_RATE, 8000)
         try:
-            async with websockets.connect(self.url, max_size=None) as ws:
+            ws, params = await open_media_stream(self.http_base, self.credentials, call_sid=self.call_id)
+            async with ws:
                 self._ws = ws
                 receiver = asyncio.create_task(self._receive())
                 await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -200,7 +215,7 @@ class TwilioCaller:
                     "streamSid": self.stream_sid,
                     "callSid": self.call_id,
                     "tracks": ["inbound"],
-                    "customParameters": {"caller_number": "+15550100"},
+                    "customParameters": params,  # the TwiML's <Parameter>s: From, CallSid, the stream token
                     "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                 }
                 await ws.send(self._msg("start", start=start))

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AUDIO_DIR = ROOT.parent / "shared" / "audio"
 
 # Modules with a ``register(subparsers)`` adding more commands.
-COMMANDS: tuple[str, ...] = ("sinks.commands",)
+COMMANDS: tuple[str, ...] = ("sinks.commands", "switchboard.load.command")
 
 
 def _parse_scale(items: list[str]) -> dict[str, int]:
@@ -49,11 +49,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         stack.start(embedded)
         stack.wait_ready()
+        softphone = stack.client_credentials.softphone_url(stack.http_base)
         print(
-            f"Switchboard is up: http://127.0.0.1:{args.port}/  (Kafka {stack.bootstrap}; logs in "
+            f"Switchboard is up: {softphone}  (Kafka {stack.bootstrap}; logs in "
             f"{stack.run_dir / 'logs'}). Ctrl-C stops it.",
             flush=True,
         )
+        if stack.auth:
+            print(f"Credentials (Twilio auth token, API keys, metrics token): {stack.run_dir / 'credentials.json'} "
+                  "(mode 600); `switchboard call` and `demo` use them.", flush=True)
+        else:
+            print("WARNING: SWITCHBOARD_AUTH=off: every entry point lets anyone in.", file=sys.stderr, flush=True)
         while not stop:
             for w in stack.dead():
                 print(f"{w.service.name} exited ({w.process.returncode}); restarting", file=sys.stderr, flush=True)
@@ -108,10 +114,11 @@ def print_call(result: Any, utterances: list[Any]) -> None:
 async def _call(args: argparse.Namespace) -> Any:
     from switchboard.audio import write_wav
     from switchboard.caller import TwilioCaller
+    from switchboard.credentials import ClientCredentials
 
     settings = ServiceSettings()
     utterances = _utterances(args)
-    caller = TwilioCaller(args.url, settings)
+    caller = TwilioCaller(args.url, settings, credentials=ClientCredentials.load(args.run_dir))
     result = await caller.run(utterances, wait_greeting=not args.barge_in, timeout_s=args.timeout)
     print_call(result, utterances)
     if args.save:
@@ -124,7 +131,19 @@ def cmd_call(args: argparse.Namespace) -> int:
     if not args.audio and not args.say:
         print("give --audio FILE or --say TEXT", file=sys.stderr)
         return 2
-    asyncio.run(_call(args))
+    import httpx
+
+    from switchboard.twilio_client import WebhookRefused
+
+    try:
+        asyncio.run(_call(args))
+    except WebhookRefused as exc:  # e.g. no or stale credentials: say so, no traceback
+        print(f"the ingress refused the call: {exc}. Credentials come from SWITCHBOARD_TWILIO_AUTH_TOKEN or the "
+              f"credentials.json `switchboard up` wrote in {args.run_dir}.", file=sys.stderr)
+        return 1
+    except (OSError, httpx.HTTPError) as exc:
+        print(f"cannot reach the ingress at {args.url}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -145,7 +164,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     else:
         for t in CATALOG:
             print(
-                f"{settings.topic_prefix}{t.name:<14} {t.partitions:>3} partitions  key={t.key:<10} "
+                f"{settings.topic_prefix}{t.name:<14} {settings.partitions:>3} partitions  key={t.key:<10} "
                 f"{'compacted' if t.compacted else f'retention {t.retention_ms // 3_600_000} h'}  {t.doc}"
             )
     return 0
@@ -182,11 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a simulated phone call over the Twilio protocol",
         description="Call the ingress like Twilio would: play each WAV (or Piper-spoken sentence) in "
         "real time as 20 ms μ-law frames, wait for the agent's answer, and print what the pipeline "
-        "heard and said with each turn's latencies. Needs the stack running (switchboard up).",
+        "heard and said with each turn's latencies. Needs the stack running (switchboard up); signs in with "
+        "the credentials `up` keeps in .switchboard/credentials.json, or SWITCHBOARD_TWILIO_AUTH_TOKEN.",
     )
     p.add_argument("--audio", action="append", metavar="WAV", help="an utterance to play (repeatable)")
     p.add_argument("--say", action="append", metavar="TEXT", help="an utterance spoken by Piper (repeatable)")
     p.add_argument("--url", default="ws://127.0.0.1:8080/twilio/media", help="ingress media-stream URL")
+    p.add_argument("--run-dir", type=Path, default=ROOT / ".switchboard",
+                   help="where `switchboard up` keeps credentials.json (SWITCHBOARD_* variables take precedence)")
     p.add_argument("--save", metavar="WAV", help="save the agent's audio (8 kHz) here")
     p.add_argument("--barge-in", action="store_true", help="start speaking during the greeting")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each reply")

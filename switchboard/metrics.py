@@ -35,5 +35,32 @@ TURNS = Counter("switchboard_turns_total", "caller turns detected")
 ACTIVE_CALLS = Gauge("switchboard_active_calls", "calls with an open socket on this ingress node", ["channel"])
 CALLS = Counter("switchboard_calls_total", "calls started", ["channel"])
 BAD_INPUT = Counter("switchboard_bad_input_total", "rejected caller-side messages", ["channel", "reason"])
+CALLER_AUDIO_DROPPED = Counter(
+    "switchboard_caller_audio_dropped_seconds_total", "caller audio dropped for arriving faster than the cap",
+    ["channel"]
+)
+AUTH_REFUSED = Counter(
+    "switchboard_auth_refused_total", "requests refused by authentication (ingress/auth.py)", ["entry", "reason"]
+)
 ENGINE_ERRORS = Counter("switchboard_engine_errors_total", "engine failures", ["stage", "engine"])
 ASSIGNED_PARTITIONS = Gauge("switchboard_assigned_partitions", "input partitions this worker holds", ["service"])
+IN_FLIGHT = Gauge(
+    "switchboard_records_in_flight", "records handed to the processor and not yet done (all calls)", ["service"]
+)
+PAUSES = Counter(
+    "switchboard_partition_pauses_total", "times the in-flight limit paused this worker's partitions", ["service"]
+)
+RECORDS_DROPPED = Counter(
+    "switchboard_records_dropped_total",
+    "records of revoked partitions left to their new owner: queued (revoked) or cut short (abandoned)",
+    ["service", "reason"],
+)
+ENDED_CALL_SKIPS = Counter(
+    "switchboard_ended_call_work_skipped_total", "work not done because its call had ended", ["service", "what"]
+)
+INFERENCE_THREADS = Gauge("switchboard_inference_threads", "size of this worker's inference pool (model calls at once)")
+INFERENCE_QUEUED = Gauge("switchboard_inference_queued", "model calls waiting for a thread of the inference pool")
+INFERENCE_BUSY = Gauge("switchboard_inference_busy", "inference pool threads running a model call")
+INFERENCE_DROPPED = Counter(
+    "switchboard_inference_dropped_total", "queued model calls dropped before they ran (their call or reply ended)"
+)

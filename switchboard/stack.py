@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import http.client
 import logging
 import os
 import re
@@ -16,11 +17,35 @@ from pathlib import Path
 
 from switchboard.broker import EmbeddedBroker, port_open
 from switchboard.bus import create_topics
+from switchboard.credentials import ClientCredentials, StackCredentials, auth_off
 from switchboard.services import SERVICES, Service
 from switchboard.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
+# Variables whose names say they hold a secret. A SWITCHBOARD_* one reaches only the services whose settings declare
+# it (the LLM key only the agent, the Azure Speech key only stt/tts, the auth secrets only the ingress); any other
+# (OPENAI_API_KEY, AZURE_CLIENT_SECRET, read by SDK credential chains) only the agent, the one service that needs them.
+SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "SALT", "CREDENTIAL")
+SDK_CREDENTIALS_SERVICE = "agent"
+
+
+def secret_name(name: str) -> bool:
+    return any(word in name.upper() for word in SECRET_WORDS)
+
+
+def service_env(service: Service, environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` less the secrets ``service`` does not use."""
+    declared = {f"SWITCHBOARD_{name.upper()}" for name in service.settings_class().model_fields}
+    out = {}
+    for name, value in environ.items():
+        if name.startswith("SWITCHBOARD_"):
+            if secret_name(name.removeprefix("SWITCHBOARD_")) and name not in declared:
+                continue
+        elif secret_name(name) and service.name != SDK_CREDENTIALS_SERVICE:
+            continue
+        out[name] = value
+    return out
 
 
 @dataclass
@@ -42,6 +67,7 @@ class Stack:
     only: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
+    credentials: StackCredentials | None = None  # generated at start unless SWITCHBOARD_AUTH=off
     workers: list[Worker] = field(default_factory=list)
     _next_metrics_port: int = 9101
 
@@ -49,10 +75,27 @@ class Stack:
     def bootstrap(self) -> str:
         return self.broker.bootstrap if self.broker else self.settings.kafka_bootstrap
 
-    def env(self, metrics_port: int) -> dict[str, str]:
+    @property
+    def auth(self) -> bool:
+        return not auth_off({**os.environ, **self.extra_env})
+
+    @property
+    def client_credentials(self) -> ClientCredentials:
+        """What a client of this stack presents (empty with SWITCHBOARD_AUTH=off)."""
+        if self.credentials is None or not self.auth:
+            return ClientCredentials()
+        return ClientCredentials.from_stack(self.credentials)
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.ingress_port}"
+
+    def env(self, metrics_port: int, service: Service | None = None) -> dict[str, str]:
+        generated = {**self.credentials.ingress_env(), **self.credentials.sink_env()} if (
+            self.credentials and self.auth) else {}  # service_env() below gives each service only its own
+        environ = {**generated, **os.environ, **self.extra_env}  # the operator's own settings win
         return {
-            **os.environ,
-            **self.extra_env,
+            **(service_env(service, environ) if service else environ),
             "SWITCHBOARD_KAFKA_BOOTSTRAP": self.bootstrap,
             "SWITCHBOARD_TOPIC_PREFIX": self.settings.topic_prefix,
             "SWITCHBOARD_PORT": str(self.ingress_port),
@@ -62,6 +105,8 @@ class Stack:
 
     def start(self, embedded: bool) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if self.auth:
+            self.credentials = StackCredentials.ensure(self.run_dir, {**os.environ, **self.extra_env})
         if embedded:
             if port_open("127.0.0.1", self.broker_port):
                 raise RuntimeError(f"port {self.broker_port} is taken: set SWITCHBOARD_KAFKA_BOOTSTRAP or free it")
@@ -79,12 +124,15 @@ class Stack:
     def spawn(self, service: Service) -> Worker:
         index = sum(1 for w in self.workers if w.service is service)
         port = 0 if service.name == "ingress" else self._next_metrics_port
+        while port and port_open("127.0.0.1", port):  # taken by another program: its answers are not our metrics
+            port += 1
         if port:
-            self._next_metrics_port += 1
+            self._next_metrics_port = port + 1
         log_path = self.run_dir / "logs" / f"{service.name}-{index}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", service.module], env=self.env(port), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            [sys.executable, "-m", service.module], env=self.env(port, service), stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
         worker = Worker(service, index, port, proc, log_path)
         self.workers.append(worker)
@@ -115,7 +163,7 @@ class Stack:
                     return resp.status == 200
                 m = re.search(rb'switchboard_assigned_partitions\{service="[^"]+"\} (\d+)', resp.read())
                 return bool(m and float(m.group(1)) > 0)
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not listening yet, or not an HTTP server
             return False
 
     def stop_worker(self, w: Worker, kill: bool = False) -> None:

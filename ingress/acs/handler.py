@@ -7,11 +7,12 @@ import logging
 import numpy as np
 from fastapi import WebSocket
 
+from ingress import protocol as p
 from ingress.acs import serializer as wire
 from ingress.calls import CallInfo, CallSession
 from ingress.protocol import ProtocolError
 from ingress.runtime import IngressRuntime, Rejected
-from ingress.websocket import CallerWebSocket
+from ingress.websocket import CallerWebSocket, Inbox
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, Resampler, array_to_pcm16, pcm16_to_array
 from switchboard.logs import bind
@@ -42,19 +43,20 @@ class AcsSocket(CallerWebSocket):
 def call_info(ws: WebSocket, meta: wire.AudioMetadata, rt: IngressRuntime) -> CallInfo:
     """ACS correlation IDs → the call's identity: ``callConnectionId`` (header or query) else the subscription ID."""
     q = ws.query_params
-    connection_id = ws.headers.get(CONNECTION_HEADER) or q.get("callConnectionId") or ""
+    # headers and query are the caller's text like any message: checked before they become record keys
+    connection_id = p.identifier(ws.headers.get(CONNECTION_HEADER) or q.get("callConnectionId"), "callConnectionId")
     attributes = {"subscription_id": meta.subscription_id, "sample_rate": str(meta.sample_rate)}
     if connection_id:
         attributes["call_connection_id"] = connection_id
-    if correlation_id := ws.headers.get(CORRELATION_HEADER) or q.get("correlationId"):
+    if correlation_id := p.identifier(ws.headers.get(CORRELATION_HEADER) or q.get("correlationId"), "correlationId"):
         attributes["correlation_id"] = correlation_id
     return CallInfo(
         call_id=connection_id or meta.subscription_id,
         session_id=meta.subscription_id or connection_id,
         channel=CHANNEL,
-        agent_id=q.get("agent_id") or rt.settings.agent_id,
-        language=q.get("language") or rt.settings.language,
-        caller_number=q.get("caller_number"),
+        agent_id=p.identifier(q.get("agent_id"), "agent_id") or rt.settings.agent_id,
+        language=p.identifier(q.get("language"), "language") or rt.settings.language,
+        caller_number=p.text(q.get("caller_number"), "caller_number", max_len=32) or None,
         attributes=attributes,
     )
 
@@ -65,25 +67,24 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
     meta: wire.AudioMetadata | None = None
     upsample: Resampler | None = None
     reason = "socket_closed"
+    inbox = Inbox(ws, rt.settings.max_message_bytes, rt.settings.media_timeout_s)
     try:
         while True:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
+            data = await inbox.next()
+            if data is None:
                 reason = "hangup"
                 break
-            data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
-            if len(data) > rt.settings.max_message_bytes:
-                raise ProtocolError(1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}",
-                                    "oversized")
             event = wire.parse(data)
             if isinstance(event, wire.AudioData):
                 if session is None or meta is None or upsample is None:
                     raise ProtocolError(1008, "AudioData before AudioMetadata", "audio_before_metadata")
                 if event.silent:  # the caller is muted or silent: keep the timeline, send zeros
+                    # as long as the packet really was (one 20 ms packet without data), never the announced length
                     n = len(event.pcm) // wire.BYTES_PER_SAMPLE or meta.frame_samples
                     samples = np.zeros(n, dtype=np.int16)
                 else:
                     samples = pcm16_to_array(event.pcm)
+                inbox.media()
                 await session.caller_audio(upsample.process(samples))
             elif isinstance(event, wire.AudioMetadata):
                 if session is not None:
@@ -95,9 +96,9 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                     raise ProtocolError(1008, "no callConnectionId and no subscriptionId", "malformed")
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
                 session = await rt.open_call(info, AcsSocket(ws, meta.sample_rate))
+                session.on_agent_audio = inbox.media
             elif isinstance(event, wire.DtmfData) and session is not None:
-                for digit in event.digits:
-                    await session.dtmf(digit)
+                await session.dtmf(event.digits)
     except ProtocolError as exc:
         metrics.BAD_INPUT.labels(CHANNEL, exc.metric_reason).inc()
         logger.warning("closing socket on bad input", extra={"fields": {"reason": exc.reason, "code": exc.code}})

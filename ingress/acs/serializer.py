@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingress.protocol import ProtocolError, base64_payload, json_object
+from ingress import protocol as p
+from ingress.protocol import ProtocolError
 
 SAMPLE_RATES = (16_000, 24_000)
 BYTES_PER_SAMPLE = 2
@@ -26,11 +27,12 @@ class AudioMetadata:
     encoding: str
     sample_rate: int
     channels: int
-    length: int  # bytes of one AudioData packet (640 = 20 ms at 16 kHz)
+    length: int  # bytes of one AudioData packet (640 = 20 ms at 16 kHz), as announced: never trusted for sizes
 
     @property
     def frame_samples(self) -> int:
-        return self.length // BYTES_PER_SAMPLE if self.length > 0 else self.sample_rate // 50
+        """Samples of one 20 ms packet: what a silent packet without data stands for."""
+        return self.sample_rate // 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,38 +63,38 @@ def _body(msg: dict[str, Any], kind: str) -> dict[str, Any]:
     return _lower_keys(body)
 
 
+@p.catch_all
 def parse(text: str | bytes) -> AcsEvent:
     """One websocket message → a typed event. Raises ProtocolError on anything the stream cannot go on after."""
-    msg = _lower_keys(json_object(text))
+    msg = _lower_keys(p.json_object(text))
     kind = msg.get("kind")
     if kind == "AudioData":
         body = _body(msg, "AudioData")
-        silent = bool(body.get("silent", False))
+        silent = p.flag(body.get("silent"), "AudioData silent")
         data = body.get("data") or ""
         if not isinstance(data, str):
             raise ProtocolError(1007, "AudioData data is not a base64 string", "bad_base64")
-        pcm = base64_payload(data, "AudioData data")
+        pcm = p.base64_payload(data, "AudioData data")
         if len(pcm) % BYTES_PER_SAMPLE:
             raise ProtocolError(1007, f"AudioData of {len(pcm)} bytes is not whole PCM16 samples", "bad_audio")
-        return AudioData(pcm, silent, str(body.get("timestamp", "")), str(body.get("participantrawid", "")))
+        return AudioData(pcm, silent, p.text(body.get("timestamp"), "AudioData timestamp", max_len=64),
+                         p.identifier(body.get("participantrawid"), "AudioData participantRawID"))
     if kind == "AudioMetadata":
         body = _body(msg, "AudioMetadata")
-        try:
-            meta = AudioMetadata(
-                subscription_id=str(body.get("subscriptionid", "")),
-                encoding=str(body.get("encoding", "PCM")),
-                sample_rate=int(body.get("samplerate", 16_000)),
-                channels=int(body.get("channels", 1)),
-                length=int(body.get("length", 640)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(1007, f"AudioMetadata with a non-numeric field: {exc}", "malformed") from exc
+        meta = AudioMetadata(
+            subscription_id=p.identifier(body.get("subscriptionid"), "AudioMetadata subscriptionId"),
+            encoding=p.text(body.get("encoding"), "AudioMetadata encoding", "PCM", max_len=32),
+            sample_rate=p.integer(body.get("samplerate"), "AudioMetadata sampleRate", 16_000, 1, 1_000_000),
+            channels=p.integer(body.get("channels"), "AudioMetadata channels", 1, 0, 64),
+            length=p.integer(body.get("length"), "AudioMetadata length", 640, 0, 2**31),
+        )
         check_format(meta)
         return meta
     if kind == "DtmfData":
         body = _body(msg, "DtmfData")
-        return DtmfData(str(body.get("data", "")), str(body.get("participantrawid", "")))
-    raise ProtocolError(1003, f"unknown message kind {kind!r}: expected AudioMetadata, AudioData or DtmfData",
+        return DtmfData(p.text(body.get("data"), "DtmfData data", max_len=64),
+                        p.identifier(body.get("participantrawid"), "DtmfData participantRawID"))
+    raise ProtocolError(1003, f"unknown message kind {p.shown(kind)}: expected AudioMetadata, AudioData or DtmfData",
                         "unknown_kind")
 
 

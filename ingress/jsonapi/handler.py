@@ -14,9 +14,10 @@ from ingress.calls import CallInfo, CallSession
 from ingress.jsonapi import serializer as wire
 from ingress.jsonapi.sessions import ApiSession, SessionRegistry, SessionState
 from ingress.jsonapi.textfeed import TextFeed
-from ingress.protocol import ProtocolError
+from ingress.limits import TokenBucket
+from ingress.protocol import ProtocolError, close_reason
 from ingress.runtime import IngressRuntime, Rejected
-from ingress.websocket import CallerWebSocket
+from ingress.websocket import CallerWebSocket, Inbox
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, Resampler, array_to_pcm16, pcm16_to_array
 from switchboard.logs import bind
@@ -84,7 +85,7 @@ class JsonSocket(CallerWebSocket):
 async def _reject(ws: WebSocket, channel: str, code: int, reason: str, metric_reason: str) -> None:
     metrics.BAD_INPUT.labels(channel, metric_reason).inc()
     logger.warning("rejected websocket", extra={"fields": {"reason": reason, "code": code}})
-    await ws.close(code, reason)
+    await ws.close(code, close_reason(reason))
 
 
 async def handle(ws: WebSocket, session_id: str, api: JsonApi) -> None:
@@ -140,14 +141,14 @@ async def _converse(ws: WebSocket, session: ApiSession, sock: JsonSocket, api: J
     await sock.send_text(wire.session_started(session.session_id, session.call_id, session.sample_rate))
     upsample = Resampler(session.sample_rate, BUS_RATE)
     end_silence = np.zeros(session.sample_rate * api.end_speech_ms // 1000, dtype=np.int16)
+    # each end_speech publishes a second of silence: without a cap, 100 of them would publish 100 s
+    end_speech_budget = TokenBucket(rt.settings.max_end_speech_per_s, max(1.0, rt.settings.max_end_speech_per_s))
+    inbox = Inbox(ws, rt.settings.max_message_bytes, rt.settings.media_timeout_s)
+    call.on_agent_audio = inbox.media
     while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
+        data = await inbox.next()
+        if data is None:
             return "hangup"
-        data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
-        if len(data) > rt.settings.max_message_bytes:
-            raise ProtocolError(1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}",
-                                "oversized")
         event = wire.parse(data)
         if call.ended.is_set():
             return call.end_reason
@@ -155,8 +156,13 @@ async def _converse(ws: WebSocket, session: ApiSession, sock: JsonSocket, api: J
             if event.sample_rate is not None and event.sample_rate != session.sample_rate:
                 raise ProtocolError(1003, f"audio_chunk at {event.sample_rate} Hz, but the session streams "
                                     f"{session.sample_rate} Hz", "bad_sample_rate")
+            inbox.media()
             await call.caller_audio(upsample.process(pcm16_to_array(event.pcm)))
         elif isinstance(event, wire.EndSpeech):
+            if end_speech_budget.take() < 1.0:
+                metrics.BAD_INPUT.labels(session.channel, "end_speech_dropped").inc()
+                continue
+            inbox.media()
             await call.caller_audio(upsample.process(end_silence))
         elif isinstance(event, wire.Hangup):
             return "hangup"

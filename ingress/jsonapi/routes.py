@@ -12,9 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
+from ingress.auth import ApiKey, Authenticator, AuthError, refuse_socket, refused
 from ingress.jsonapi import handler
 from ingress.jsonapi.handler import JsonApi, latency_fields
-from ingress.jsonapi.sessions import PENDING_TTL_S, SessionRegistry, SessionState
+from ingress.jsonapi.sessions import SessionRegistry, SessionState, TooManyPending
 from ingress.jsonapi.textfeed import TextFeed
 from ingress.runtime import IngressRuntime
 from processors.turns.settings import TurnsSettings
@@ -61,7 +62,9 @@ class StartCallRequest(BaseModel):
 class StartCallResponse(BaseModel):
     session_id: str
     call_id: str
-    websocket_url: str = Field(description="open within expires_in_s; send audio_chunk/end_speech/hangup")
+    websocket_url: str = Field(description="open within expires_in_s (it carries the session token); send "
+                               "audio_chunk/end_speech/hangup")
+    token: str = Field(description="the session's short-lived token, bound to session_id: ?token= on the websocket")
     agent_type: str
     language: str
     caller_number: str | None
@@ -97,35 +100,82 @@ def _ws_base(request: Request, public_url: str) -> str:
     return base.replace("https://", "wss://").replace("http://", "ws://").rstrip("/")
 
 
-def router(runtime: IngressRuntime) -> APIRouter:
-    api = JsonApi(runtime, SessionRegistry(), TextFeed(runtime.settings),
-                  TurnsSettings().end_of_turn_ms + END_SPEECH_MARGIN_MS)
-    r = APIRouter(route_class=CountedRoute, tags=["JSON API"])
+def api_key(auth: Authenticator, request: Request, entry: str, query_token: bool = False) -> ApiKey:
+    """The caller's API key, or the 401 (counted and logged once) that refuses the request."""
+    try:
+        return auth.api_key(request.headers, request.query_params.get("token", "") if query_token else "")
+    except AuthError as exc:
+        refused(entry, exc, request.client.host if request.client else "")
+        raise HTTPException(exc.status, exc.detail, headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+# path → the entry label of its refusals; ``?token=`` is accepted where a browser opens the URL itself
+GUARDED = {"/api/v1/calls/start": ("calls_start", False), "/api/v1/calls/{session_id}/metrics": ("call_metrics", False),
+           "/api/v1/schemas/websocket.json": ("docs", True)}
+
+
+def guarded_route(auth: Authenticator) -> type[APIRoute]:
+    """Routes that check the API key before anything else, body parsing included: a stranger learns nothing."""
+
+    class GuardedRoute(CountedRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            inner = super().get_route_handler()
+            entry, query_token = GUARDED.get(self.path, ("", False))
+
+            async def guarded(request: Request) -> Response:
+                if entry:
+                    request.state.api_key = api_key(auth, request, entry, query_token)
+                return await inner(request)
+
+            return guarded
+
+    return GuardedRoute
+
+
+def router(runtime: IngressRuntime, auth: Authenticator) -> APIRouter:
+    settings = runtime.settings
+    api = JsonApi(runtime, SessionRegistry(settings.token_ttl_s, max_pending=settings.max_pending_sessions),
+                  TextFeed(settings), TurnsSettings().end_of_turn_ms + END_SPEECH_MARGIN_MS)
+    r = APIRouter(route_class=guarded_route(auth), tags=["JSON API"])
+    unauthorized = {401: {"model": Problem, "description": "no or a wrong API key (Authorization: Bearer)"}}
 
     @r.post("/api/v1/calls/start", response_model=StartCallResponse,
-            responses={422: {"description": "malformed JSON or invalid field"},
-                       503: {"model": Problem, "description": "draining or at capacity"}})
+            responses={**unauthorized,
+                       403: {"model": Problem, "description": "this API key may not choose engines or a voice"},
+                       422: {"description": "malformed JSON or invalid field"},
+                       503: {"model": Problem, "description": "draining, at capacity or too many unjoined sessions"}})
     async def start_call(body: StartCallRequest, request: Request) -> StartCallResponse:
-        """Open a call session; then connect its websocket to talk."""
+        """Open a call session (``Authorization: Bearer <API key>``); then connect its websocket to talk."""
+        key: ApiKey = request.state.api_key  # checked by GuardedRoute
+        if (body.engines or body.voice) and not key.may_choose_engines:
+            # cloud engines and voices cost money: only keys marked KEY:engines may pick them
+            exc = AuthError("engines_not_allowed", "this API key may not choose engines or a voice", 403)
+            refused("calls_start", exc, request.client.host if request.client else "")
+            raise HTTPException(exc.status, exc.detail)
         if runtime.draining or not runtime.ready:
             metrics.BAD_INPUT.labels(CHANNEL, "not_ready").inc()
             raise HTTPException(503, "ingress is draining, try again later")
         if len(runtime.egress.sessions) >= runtime.settings.max_calls:
             metrics.BAD_INPUT.labels(CHANNEL, "over_capacity").inc()
             raise HTTPException(503, "too many calls on this node")
-        s = api.sessions.create(body.agent_type, body.language, body.sample_rate, body.caller_number, body.client,
-                                choices={k: v for k, v in (("engines", body.engines), ("voice", body.voice)) if v})
+        try:
+            s = api.sessions.create(body.agent_type, body.language, body.sample_rate, body.caller_number, body.client,
+                                    choices={k: v for k, v in (("engines", body.engines), ("voice", body.voice)) if v})
+        except TooManyPending as exc:
+            metrics.BAD_INPUT.labels(CHANNEL, "too_many_pending").inc()
+            raise HTTPException(503, f"{exc}; join or let them expire, then try again") from None
+        token = auth.session_token(s.session_id)
         return StartCallResponse(
             session_id=s.session_id, call_id=s.call_id,
-            websocket_url=f"{_ws_base(request, runtime.settings.public_url)}/ws/call/{s.session_id}",
-            agent_type=s.agent_type, language=s.language, caller_number=s.caller_number,
-            sample_rate=s.sample_rate, created_at=s.created_at, expires_in_s=PENDING_TTL_S,
+            websocket_url=f"{_ws_base(request, settings.public_url)}/ws/call/{s.session_id}?token={token}",
+            token=token, agent_type=s.agent_type, language=s.language, caller_number=s.caller_number,
+            sample_rate=s.sample_rate, created_at=s.created_at, expires_in_s=api.sessions.pending_ttl_s,
         )
 
     @r.get("/api/v1/calls/{session_id}/metrics", response_model=CallMetrics,
-           responses={404: {"model": Problem, "description": "unknown session_id"}})
+           responses={**unauthorized, 404: {"model": Problem, "description": "unknown session_id"}})
     async def call_metrics(session_id: str) -> CallMetrics:
-        """The call's per-turn latencies, measured at this node's egress."""
+        """The call's per-turn latencies, measured at this node's egress (``Authorization: Bearer <API key>``)."""
         s = api.sessions.get(session_id)
         if s is None:
             metrics.BAD_INPUT.labels(CHANNEL, "unknown_session").inc()
@@ -136,12 +186,19 @@ def router(runtime: IngressRuntime) -> APIRouter:
 
     schema = json.loads(WEBSOCKET_SCHEMA.read_text())
 
-    @r.get("/api/v1/schemas/websocket.json", summary="JSON Schema of the websocket messages, both ways")
+    @r.get("/api/v1/schemas/websocket.json", summary="JSON Schema of the websocket messages, both ways",
+           responses=unauthorized)
     async def websocket_schema() -> dict[str, Any]:
+        """An API key as ``Authorization: Bearer`` or ``?token=`` (documents are not anonymous)."""
         return schema
 
     @r.websocket("/ws/call/{session_id}")
     async def call_socket(ws: WebSocket, session_id: str) -> None:
+        try:  # browsers cannot set headers on a websocket: the session's token comes as ?token=
+            auth.check_session_token(session_id, ws.query_params.get("token"))
+        except AuthError as exc:
+            await refuse_socket(ws, "call_socket", exc)
+            return
         await handler.handle(ws, session_id, api)
 
     return r

@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ingress.protocol import ProtocolError, base64_payload, json_object
+from ingress import protocol as p
+from ingress.protocol import ProtocolError
 
 SAMPLE_RATES = (8_000, 16_000, 24_000, 44_100, 48_000)
 BYTES_PER_SAMPLE = 2
@@ -45,27 +46,30 @@ class Hangup:
 ClientMessage = AudioChunk | EndSpeech | Hangup
 
 
+@p.catch_all
 def parse(text: str | bytes) -> ClientMessage:
     """One websocket message → a typed event. Raises ProtocolError (close code + reason)."""
-    msg = json_object(text)
+    msg = p.json_object(text)
     kind = msg.get("type")
     if kind == "audio_chunk":
         data = msg.get("data")
         if not isinstance(data, str):
             raise ProtocolError(1007, "audio_chunk without a base64 'data' string", "malformed")
-        pcm = base64_payload(data, "audio_chunk data")
+        pcm = p.base64_payload(data, "audio_chunk data")
         if len(pcm) % BYTES_PER_SAMPLE:
             raise ProtocolError(1007, f"audio_chunk of {len(pcm)} bytes is not whole PCM16 samples", "bad_audio")
         rate = msg.get("sample_rate")
         if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool)):
             raise ProtocolError(1007, "audio_chunk sample_rate is not an integer", "malformed")
         ts = msg.get("timestamp")
-        return AudioChunk(pcm, float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None, rate)
+        # a timestamp is informational: anything but a finite number is dropped, not fatal
+        finite = isinstance(ts, int | float) and not isinstance(ts, bool) and abs(ts) < 1e15
+        return AudioChunk(pcm, float(ts) if finite else None, rate)
     if kind == "end_speech":
         return EndSpeech()
     if kind == "hangup":
         return Hangup()
-    raise ProtocolError(1003, f"unknown message type {kind!r}: expected audio_chunk, end_speech or hangup",
+    raise ProtocolError(1003, f"unknown message type {p.shown(kind)}: expected audio_chunk, end_speech or hangup",
                         "unknown_type")
 
 

@@ -6,6 +6,8 @@ const FRAME_MS = 20;
 const JITTER_S = 0.06; // agent audio is scheduled this far ahead when playback (re)starts
 
 const $ = (id) => document.getElementById(id);
+// The page's own URL carries the API key (?token=…, printed by `switchboard up`): it authorises the call start.
+const TOKEN = new URLSearchParams(location.search).get("token") || "";
 const state = { ws: null, ctx: null, mic: null, node: null, playHead: 0, sources: new Set(), playedMs: 0, turns: new Map(), labels: new Map() };
 
 function setStatus(text) { $("status").textContent = text; }
@@ -121,14 +123,16 @@ async function startCall() {
     });
     const res = await fetch("/api/v1/calls/start", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...(TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {}) },
       body: JSON.stringify({ agent_type: "clinic-receptionist", caller_number: "softphone", language: "en-US",
         sample_rate: state.ctx.sampleRate, client: "softphone" }),
     });
     const session = await res.json();
     if (!res.ok) throw new Error(`could not start a call: ${JSON.stringify(session.detail)}`);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const ws = new WebSocket(`${scheme}://${location.host}/ws/call/${session.session_id}`);
+    // the session's own short-lived token: browsers cannot set headers on a websocket
+    const query = session.token ? `?token=${encodeURIComponent(session.token)}` : "";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/call/${session.session_id}${query}`);
     state.ws = ws;
     ws.onopen = () => connectMic(ws);
     ws.onmessage = (e) => onMessage(JSON.parse(e.data));

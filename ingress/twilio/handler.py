@@ -7,11 +7,12 @@ import logging
 import numpy as np
 from fastapi import WebSocket
 
+from ingress.auth import Authenticator, AuthError, refused
 from ingress.calls import CallInfo, CallSession
 from ingress.protocol import ProtocolError, UnknownMessage
 from ingress.runtime import IngressRuntime, Rejected
 from ingress.twilio import serializer as wire
-from ingress.websocket import CallerWebSocket
+from ingress.websocket import CallerWebSocket, Inbox
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, Resampler, mulaw_decode, mulaw_encode
 from switchboard.logs import bind
@@ -38,21 +39,17 @@ class TwilioSocket(CallerWebSocket):
         await self.send_text(wire.clear(self.stream_sid))
 
 
-async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
+async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None = None) -> None:
     await ws.accept()
     session: CallSession | None = None
     upsample = Resampler(wire.MULAW_RATE, BUS_RATE)
     reason = "socket_closed"
+    inbox = Inbox(ws, rt.settings.max_message_bytes, rt.settings.media_timeout_s)
     try:
         while True:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
+            data = await inbox.next()
+            if data is None:
                 break
-            data = msg.get("text") if msg.get("text") is not None else msg.get("bytes") or b""
-            if len(data) > rt.settings.max_message_bytes:
-                raise ProtocolError(
-                    1009, f"message of {len(data)} bytes exceeds {rt.settings.max_message_bytes}", "oversized"
-                )
             try:
                 event = wire.parse(data)
             except UnknownMessage as exc:
@@ -62,6 +59,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
             if isinstance(event, wire.Media):
                 if session is None:
                     raise ProtocolError(1008, "media before start", "media_before_start")
+                inbox.media()
                 await session.caller_audio(upsample.process(mulaw_decode(event.payload)))
             elif isinstance(event, wire.Start):
                 if session is not None:
@@ -71,6 +69,12 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                         1003, f"unsupported media format {event.encoding}@{event.sample_rate}", "bad_format"
                     )
                 params = event.custom_parameters
+                if auth is not None:  # the stream token our TwiML handed out, echoed back: this CallSid, not expired
+                    try:
+                        auth.check_stream_token(event.call_sid, params.get("token"))
+                    except AuthError as exc:
+                        refused("twilio_media", exc, ws.client.host if ws.client else "")
+                        raise Rejected(1008, exc.detail) from None
                 info = CallInfo(
                     call_id=event.call_sid,
                     session_id=event.stream_sid,
@@ -86,11 +90,13 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                 )
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
                 session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid))
+                session.on_agent_audio = inbox.media
             elif isinstance(event, wire.Dtmf):
                 if session is not None:
                     await session.dtmf(event.digit)
             elif isinstance(event, wire.Stop):
                 reason = "hangup"
+                await TwilioSocket(ws, "").close(1000, "call ended")
                 break
             # Connected needs nothing; Mark echoes confirm playback and need nothing either.
     except ProtocolError as exc:
@@ -101,6 +107,10 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
     except Rejected as exc:
         reason = "rejected"
         await TwilioSocket(ws, "").close(exc.code, exc.reason)
+    except Exception:  # a failure of ours (e.g. the bus): end this call cleanly, never the node
+        logger.exception("call failed")
+        reason = "internal_error"
+        await TwilioSocket(ws, "").close(1011, "internal error")
     finally:
         if session is not None:
             await rt.close_call(session, reason)

@@ -11,9 +11,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.protocol import ProtocolError, UnknownMessage, base64_payload, json_object
+from ingress import protocol as p
+from ingress.protocol import ProtocolError, UnknownMessage
 
 MULAW_RATE = 8000
+MAX_PARAMETERS = 32  # TwiML <Parameter>s of one stream
+MAX_PARAMETER_CHARS = 1024  # room for a signed token
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,45 +62,57 @@ class Stop:
 TwilioEvent = Connected | Start | Media | Dtmf | Mark | Stop
 
 
-def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
+def _body(msg: dict[str, Any], key: str) -> dict[str, Any]:
     value = msg.get(key)
     if not isinstance(value, dict):
-        raise ProtocolError(1007, f"'{msg.get('event')}' message without a '{key}' object", "malformed")
+        raise ProtocolError(1007, f"'{key}' message without a '{key}' object", "malformed")
     return value
 
 
+def _parameters(value: Any) -> dict[str, str]:
+    """``customParameters``: the <Parameter>s of the TwiML, a flat object of short strings."""
+    params = p.obj(value, "start.customParameters")
+    if len(params) > MAX_PARAMETERS:
+        raise p.malformed(f"start.customParameters has more than {MAX_PARAMETERS} entries")
+    return {p.text(k, "a customParameters name", max_len=64): p.text(v, f"customParameters.{p.shown(k, 20)}",
+                                                                          max_len=MAX_PARAMETER_CHARS)
+            for k, v in params.items()}
+
+
+@p.catch_all
 def parse(text: str | bytes) -> TwilioEvent:
     """One websocket text message → a typed event. Raises ProtocolError / UnknownMessage."""
-    msg = json_object(text)
+    msg = p.json_object(text)
     event = msg.get("event")
-    sid = str(msg.get("streamSid", ""))
+    sid = p.identifier(msg.get("streamSid"), "streamSid")
     if event == "media":
-        media = _obj(msg, "media")
-        payload = base64_payload(media.get("payload", ""), "media payload")
-        return Media(sid, payload, int(media.get("chunk", 0) or 0), int(media.get("timestamp", 0) or 0))
+        media = _body(msg, "media")
+        payload = p.base64_payload(media.get("payload", ""), "media payload")
+        return Media(sid, payload, p.integer(media.get("chunk"), "media.chunk", 0),
+                     p.integer(media.get("timestamp"), "media.timestamp", 0))
     if event == "start":
-        start = _obj(msg, "start")
-        fmt = start.get("mediaFormat") or {}
-        call_sid = start.get("callSid")
+        start = _body(msg, "start")
+        fmt = p.obj(start.get("mediaFormat"), "start.mediaFormat")
+        call_sid = p.identifier(start.get("callSid"), "start.callSid")
         if not call_sid:
             raise ProtocolError(1007, "start message without callSid", "malformed")
         return Start(
-            stream_sid=str(start.get("streamSid") or sid),
-            call_sid=str(call_sid),
-            account_sid=str(start.get("accountSid", "")),
-            encoding=str(fmt.get("encoding", "audio/x-mulaw")),
-            sample_rate=int(fmt.get("sampleRate", MULAW_RATE)),
-            custom_parameters={str(k): str(v) for k, v in (start.get("customParameters") or {}).items()},
+            stream_sid=p.identifier(start.get("streamSid"), "start.streamSid") or sid,
+            call_sid=call_sid,
+            account_sid=p.identifier(start.get("accountSid"), "start.accountSid"),
+            encoding=p.text(fmt.get("encoding"), "mediaFormat.encoding", "audio/x-mulaw", max_len=64),
+            sample_rate=p.integer(fmt.get("sampleRate"), "mediaFormat.sampleRate", MULAW_RATE, 1, 1_000_000),
+            custom_parameters=_parameters(start.get("customParameters")),
         )
     if event == "connected":
-        return Connected(str(msg.get("protocol", "")))
+        return Connected(p.text(msg.get("protocol"), "protocol", max_len=64))
     if event == "dtmf":
-        return Dtmf(sid, str(_obj(msg, "dtmf").get("digit", "")))
+        return Dtmf(sid, p.text(_body(msg, "dtmf").get("digit"), "dtmf.digit", max_len=16))
     if event == "mark":
-        return Mark(sid, str(_obj(msg, "mark").get("name", "")))
+        return Mark(sid, p.text(_body(msg, "mark").get("name"), "mark.name", max_len=256))
     if event == "stop":
         return Stop(sid)
-    raise UnknownMessage(f"unknown event {event!r}")
+    raise UnknownMessage(f"unknown event {p.shown(event)}")
 
 
 def media(stream_sid: str, mulaw: bytes) -> str:

@@ -17,6 +17,7 @@ import websockets
 
 from ingress.acs import serializer as acs
 from switchboard.caller import BusObserver, CallResult
+from switchboard.credentials import ClientCredentials
 from switchboard.settings import ServiceSettings
 
 FRAME_S = 0.02
@@ -58,8 +59,10 @@ class AcsResult:
 class AcsCaller:
     """Speaks ACS bidirectional media streaming: AudioMetadata, then AudioData every 20 ms."""
 
-    def __init__(self, url: str, settings: ServiceSettings, sample_rate: int = 16_000) -> None:
+    def __init__(self, url: str, settings: ServiceSettings, sample_rate: int = 16_000,
+                 credentials: ClientCredentials | None = None) -> None:
         self.url, self.settings, self.rate = url, settings, sample_rate
+        self.credentials = credentials or ClientCredentials()
         self.connection_id = f"acs-{uuid.uuid4()}"
         self.result = AcsResult(CallResult(self.connection_id))
         self._reply: list[np.ndarray] = []
@@ -96,7 +99,8 @@ class AcsCaller:
         ``speech`` is at this caller's rate."""
         observer = BusObserver(self.settings, self.connection_id, self.result.call)
         await observer.start()
-        headers = {"x-ms-call-connection-id": self.connection_id}
+        # ACS presents its JWT on the upgrade; a local key stands in for ACS's own
+        headers = {"x-ms-call-connection-id": self.connection_id, **self.credentials.acs_headers()}
         try:
             async with websockets.connect(self.url, additional_headers=headers, max_size=None) as ws:
                 receiver = asyncio.create_task(self._receive(ws))
@@ -143,8 +147,9 @@ class JsonApiResult:
 class JsonApiCaller:
     """Starts a call with ``POST /api/v1/calls/start`` and talks over ``WS /ws/call/{session_id}``."""
 
-    def __init__(self, base_url: str, sample_rate: int = 16_000) -> None:
+    def __init__(self, base_url: str, sample_rate: int = 16_000, credentials: ClientCredentials | None = None) -> None:
         self.base_url, self.rate = base_url, sample_rate
+        self.credentials = credentials or ClientCredentials()
 
     def _answer_heard(self, result: JsonApiResult, since: int) -> bool:
         """The answer's latency has come, and a second of its audio after it."""
@@ -155,12 +160,12 @@ class JsonApiCaller:
     async def run(self, speech: np.ndarray, timeout_s: float = 20.0) -> JsonApiResult:
         """Wait out the greeting, speak, send ``end_speech`` and nothing more; hang up a second into the answer."""
         async with httpx.AsyncClient(base_url=self.base_url) as client:
-            res = await client.post("/api/v1/calls/start", json={
+            res = await client.post("/api/v1/calls/start", headers=self.credentials.api_headers(), json={
                 "agent_type": "clinic-receptionist", "caller_number": "+15550123", "language": "en-US",
                 "sample_rate": self.rate})
             res.raise_for_status()
         result = JsonApiResult(res.json())
-        ws_url = self.base_url.replace("http://", "ws://") + f"/ws/call/{result.session['session_id']}"
+        ws_url = result.session["websocket_url"]  # it carries the session's token
         async with websockets.connect(ws_url, max_size=None) as ws:
 
             async def receive() -> None:

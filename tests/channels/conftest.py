@@ -16,6 +16,7 @@ from ingress.app import create_app
 from ingress.settings import IngressSettings
 from switchboard.broker import EmbeddedBroker, free_port
 from switchboard.bus import create_topics
+from switchboard.credentials import ClientCredentials, StackCredentials
 from switchboard.stack import Stack
 from tests.pipeline import running_stack
 
@@ -24,11 +25,13 @@ SPINE = ("ingress", "turns", "stt", "agent", "tts")
 
 @dataclass
 class LoneIngress:
-    """The real ingress app served by uvicorn in the test's event loop, on the real broker, without processors."""
+    """The real ingress app served by uvicorn in the test's event loop, on the real broker, without processors,
+    with authentication on: ``creds`` gets in (its API key may choose engines)."""
 
     app: FastAPI
     settings: IngressSettings
     port: int
+    creds: ClientCredentials
 
     @property
     def http(self) -> str:
@@ -39,11 +42,20 @@ class LoneIngress:
         return f"ws://127.0.0.1:{self.port}"
 
 
+def credentials(run_dir: Path) -> tuple[dict[str, str], ClientCredentials]:
+    """Fresh credentials as `switchboard up` makes them: the ingress's settings, and what its clients present."""
+    generated = StackCredentials.ensure(run_dir, environ={})
+    env = generated.ingress_env()
+    fields = {name.removeprefix("SWITCHBOARD_").lower(): value for name, value in env.items()}
+    return fields, ClientCredentials.from_stack(generated)
+
+
 @pytest.fixture(scope="module")
-async def lone_ingress(broker: EmbeddedBroker) -> AsyncIterator[LoneIngress]:
+async def lone_ingress(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LoneIngress]:
     port = free_port()
+    auth, creds = credentials(tmp_path_factory.mktemp("lone-ingress"))
     settings = IngressSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"c{uuid.uuid4().hex[:8]}.",
-                               port=port, max_message_bytes=16_384)
+                               port=port, max_message_bytes=16_384, **auth)
     await create_topics(settings)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
@@ -52,7 +64,7 @@ async def lone_ingress(broker: EmbeddedBroker) -> AsyncIterator[LoneIngress]:
         if task.done():
             task.result()
         await asyncio.sleep(0.05)
-    yield LoneIngress(app, settings, port)
+    yield LoneIngress(app, settings, port, creds)
     server.should_exit = True
     await asyncio.wait_for(task, 15)
 

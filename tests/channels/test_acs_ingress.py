@@ -16,7 +16,8 @@ from tests.channels.helpers import records_of
 
 async def test_acs_correlation_ids_are_carried_into_the_call_records(lone_ingress: LoneIngress) -> None:
     connection_id = f"conn-{uuid.uuid4()}"
-    headers = {"x-ms-call-connection-id": connection_id, "x-ms-call-correlation-id": "corr-42"}
+    headers = {"x-ms-call-connection-id": connection_id, "x-ms-call-correlation-id": "corr-42",
+               **lone_ingress.creds.acs_headers()}
     async with websockets.connect(f"{lone_ingress.ws}/acs/media", additional_headers=headers) as ws:
         await ws.send(acs.metadata_message("sub-77", sample_rate=24000))
         started = await records_of(lone_ingress.settings, CALLS, connection_id)
@@ -30,7 +31,8 @@ async def test_acs_24khz_audio_reaches_the_bus_as_16khz_frames_and_silent_packet
         lone_ingress: LoneIngress) -> None:
     connection_id = f"conn-{uuid.uuid4()}"
     tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(480) / 24000)).astype("<i2").tobytes()  # 20 ms at 24 kHz
-    async with websockets.connect(f"{lone_ingress.ws}/acs/media?callConnectionId={connection_id}") as ws:
+    async with websockets.connect(f"{lone_ingress.ws}/acs/media?callConnectionId={connection_id}",
+                                  additional_headers=lone_ingress.creds.acs_headers()) as ws:
         await ws.send(acs.metadata_message("sub-24k", sample_rate=24000))
         for i in range(20):  # 200 ms of tone, then 200 ms flagged silent (its data must be ignored)
             await ws.send(acs.audio_message(tone, "t", "4:+1555", silent=i >= 10))
@@ -45,14 +47,14 @@ async def test_a_call_start_can_ask_for_an_engine_set_and_a_voice_carried_into_t
         lone_ingress: LoneIngress) -> None:
     import httpx
 
-    async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
+    async with httpx.AsyncClient(base_url=lone_ingress.http, headers=lone_ingress.creds.api_headers()) as client:
         choice = {"agent_type": "clinic", "engines": "agent=openai,tts=azure", "voice": "azure:en-GB-SoniaNeural"}
         resp = await client.post("/api/v1/calls/start", json=choice)
         assert resp.status_code == 200, resp.text
         bad = await client.post("/api/v1/calls/start", json={"engines": "agent=<script>"})
         assert bad.status_code == 422
     body = resp.json()
-    async with websockets.connect(f"{lone_ingress.ws}/ws/call/{body['session_id']}"):
+    async with websockets.connect(body["websocket_url"]):
         started = await records_of(lone_ingress.settings, CALLS, body["call_id"])
     assert started[0].attributes["engines"] == "agent=openai,tts=azure"
     assert started[0].attributes["voice"] == "azure:en-GB-SoniaNeural"

@@ -21,7 +21,7 @@ SILENCE_20MS_16K = np.zeros(320, dtype="<i2").tobytes()
 
 
 async def start_session(ing: LoneIngress, **body: object) -> dict:
-    async with httpx.AsyncClient(base_url=ing.http) as client:
+    async with httpx.AsyncClient(base_url=ing.http, headers=ing.creds.api_headers()) as client:
         res = await client.post("/api/v1/calls/start", json={"agent_type": "clinic-receptionist",
                                                              "caller_number": "+15550100", "language": "en-US", **body})
     assert res.status_code == 200, res.text
@@ -29,7 +29,7 @@ async def start_session(ing: LoneIngress, **body: object) -> dict:
 
 
 async def acs_close_on(ing: LoneIngress, *messages: str) -> tuple[int | None, str]:
-    async with websockets.connect(f"{ing.ws}/acs/media") as ws:
+    async with websockets.connect(f"{ing.ws}/acs/media", additional_headers=ing.creds.acs_headers()) as ws:
         for m in messages:
             await ws.send(m)
         return await closed_with(ws)
@@ -37,7 +37,7 @@ async def acs_close_on(ing: LoneIngress, *messages: str) -> tuple[int | None, st
 
 async def json_close_on(ing: LoneIngress, *messages: str) -> tuple[int | None, str]:
     session = await start_session(ing)
-    async with websockets.connect(f"{ing.ws}/ws/call/{session['session_id']}") as ws:
+    async with websockets.connect(session["websocket_url"]) as ws:
         assert json.loads(await ws.recv())["type"] == "session_started"
         for m in messages:
             await ws.send(m)
@@ -76,7 +76,7 @@ async def test_acs_audio_before_metadata_closes_1008(lone_ingress: LoneIngress) 
 
 async def test_start_call_with_malformed_json_is_422_and_counted(lone_ingress: LoneIngress) -> None:
     before = bad_input("jsonapi", "invalid_json")
-    async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
+    async with httpx.AsyncClient(base_url=lone_ingress.http, headers=lone_ingress.creds.api_headers()) as client:
         res = await client.post("/api/v1/calls/start", content=b'{"agent_type": ', headers={
             "Content-Type": "application/json"})
     assert res.status_code == 422
@@ -86,7 +86,7 @@ async def test_start_call_with_malformed_json_is_422_and_counted(lone_ingress: L
 
 async def test_start_call_with_unsupported_sample_rate_is_422_naming_the_field(lone_ingress: LoneIngress) -> None:
     before = bad_input("jsonapi", "invalid_request")
-    async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
+    async with httpx.AsyncClient(base_url=lone_ingress.http, headers=lone_ingress.creds.api_headers()) as client:
         res = await client.post("/api/v1/calls/start", json={"agent_type": "clinic-receptionist",
                                                               "sample_rate": 11025})
     assert res.status_code == 422
@@ -96,11 +96,12 @@ async def test_start_call_with_unsupported_sample_rate_is_422_naming_the_field(l
 
 async def test_websocket_of_unknown_session_closes_1008_and_metrics_is_404(lone_ingress: LoneIngress) -> None:
     before = bad_input("jsonapi", "unknown_session")
-    async with websockets.connect(f"{lone_ingress.ws}/ws/call/sess-nope") as ws:
+    token = lone_ingress.app.state.auth.session_token("sess-nope")  # a valid credential for a session never started
+    async with websockets.connect(f"{lone_ingress.ws}/ws/call/sess-nope?token={token}") as ws:
         code, reason = await closed_with(ws)
     assert code == 1008
     assert reason.startswith("unknown session_id 'sess-nope'")
-    async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
+    async with httpx.AsyncClient(base_url=lone_ingress.http, headers=lone_ingress.creds.api_headers()) as client:
         res = await client.get("/api/v1/calls/sess-nope/metrics")
     assert res.status_code == 404
     assert "unknown session_id" in res.json()["detail"]
@@ -125,7 +126,7 @@ async def test_json_socket_closes_on_malformed_json_unknown_type_and_wrong_rate(
 
 async def test_a_session_can_be_joined_only_once(lone_ingress: LoneIngress) -> None:
     session = await start_session(lone_ingress)
-    url = f"{lone_ingress.ws}/ws/call/{session['session_id']}"
+    url = session["websocket_url"]
     async with websockets.connect(url) as first:
         assert json.loads(await first.recv())["type"] == "session_started"
         async with websockets.connect(url) as second:
@@ -139,8 +140,9 @@ async def test_bad_input_on_other_sockets_leaves_healthy_calls_streaming(lone_in
     acs_id = f"conn-{uuid.uuid4()}"
     session = await start_session(ing)
     async with (
-        websockets.connect(f"{ing.ws}/acs/media?callConnectionId={acs_id}") as acs_ws,
-        websockets.connect(f"{ing.ws}/ws/call/{session['session_id']}") as api_ws,
+        websockets.connect(f"{ing.ws}/acs/media?callConnectionId={acs_id}",
+                           additional_headers=ing.creds.acs_headers()) as acs_ws,
+        websockets.connect(session["websocket_url"]) as api_ws,
     ):
         await acs_ws.send(acs.metadata_message("sub-healthy"))
         assert json.loads(await api_ws.recv())["type"] == "session_started"

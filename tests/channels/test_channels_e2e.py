@@ -30,7 +30,8 @@ def bus_settings(stack: Stack):
 
 async def test_acs_caller_at_24khz_barges_in_gets_stop_audio_then_its_transcript_and_the_answer(stack: Stack) -> None:
     speech, reference = clip("librivox-0870", 24_000)
-    caller = AcsCaller(f"ws://127.0.0.1:{stack.ingress_port}/acs/media", bus_settings(stack), sample_rate=24_000)
+    caller = AcsCaller(f"ws://127.0.0.1:{stack.ingress_port}/acs/media", bus_settings(stack), sample_rate=24_000,
+                       credentials=stack.client_credentials)
     result = await caller.run(speech, barge_in_after_s=0.3)
     call = result.call
 
@@ -47,7 +48,7 @@ async def test_acs_caller_at_24khz_barges_in_gets_stop_audio_then_its_transcript
 async def test_json_api_caller_gets_transcript_agent_response_audio_and_turn_metrics(stack: Stack) -> None:
     speech, reference = clip("librivox-0870", 16_000)
     base = f"http://127.0.0.1:{stack.ingress_port}"
-    result = await JsonApiCaller(base).run(speech)
+    result = await JsonApiCaller(base, credentials=stack.client_credentials).run(speech)
 
     session_id = result.session["session_id"]
     for message in result.messages:
@@ -65,7 +66,7 @@ async def test_json_api_caller_gets_transcript_agent_response_audio_and_turn_met
     [latency] = [m for m in result.of("latency") if m["turn"] == turn]
     assert (result.close_code, result.close_reason) == (1000, "call ended")
 
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, headers=stack.client_credentials.api_headers()) as client:
         metrics = (await client.get(f"/api/v1/calls/{session_id}/metrics")).json()
     assert metrics["state"] == "ended" and metrics["end_reason"] == "hangup"
     [turn_metrics] = [t for t in metrics["turns"] if t["turn"] == turn]

@@ -9,7 +9,7 @@ from tests.channels.conftest import LoneIngress
 
 async def test_softphone_page_and_its_assets_are_served_and_nothing_else(lone_ingress: LoneIngress) -> None:
     async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
-        page = await client.get("/")
+        page = await client.get(f"/?token={lone_ingress.creds.softphone_key}")
         assets = {name: await client.get(f"/softphone/{name}") for name in ("app.js", "capture-worklet.js",
                                                                              "style.css")}
         missing = await client.get("/softphone/..%2Fapp.py")
@@ -24,7 +24,7 @@ async def test_softphone_page_and_its_assets_are_served_and_nothing_else(lone_in
 
 async def test_openapi_documents_the_json_api_and_the_websocket_schema_is_published(
         lone_ingress: LoneIngress) -> None:
-    async with httpx.AsyncClient(base_url=lone_ingress.http) as client:
+    async with httpx.AsyncClient(base_url=lone_ingress.http, headers=lone_ingress.creds.api_headers()) as client:
         openapi = (await client.get("/openapi.json")).json()
         ws_schema = (await client.get("/api/v1/schemas/websocket.json")).json()
     start = openapi["paths"]["/api/v1/calls/start"]["post"]

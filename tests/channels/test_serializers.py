@@ -9,7 +9,7 @@ import pytest
 
 from ingress.acs import serializer as acs
 from ingress.jsonapi import serializer as api
-from ingress.protocol import ProtocolError
+from ingress.protocol import ProtocolError, close_reason
 from tests.channels.schema import validate_client, validate_server
 
 PCM = bytes(range(8))
@@ -101,3 +101,64 @@ def test_json_api_messages_validate_against_the_published_websocket_schema() -> 
                     api.latency(1, {k: None for k in ("response_ms", "processing_ms", "stt_ms", "agent_ms", "tts_ms",
                                                        "bus_overhead_ms")})):
         validate_server(json.loads(message))
+
+
+def _acs(kind: str, body: object) -> str:
+    return json.dumps({"kind": kind, kind[0].lower() + kind[1:]: body})
+
+
+# Field types a stranger can choose: every one is a clean 1007, never an exception out of the parser.
+ACS_MALFORMED = {
+    "deep nesting": '{"kind": "AudioData", "audioData": ' + "[" * 50_000 + "]" * 50_000 + "}",
+    "huge integer": _acs("AudioMetadata", {"sampleRate": 10**4000}),
+    "sample rate infinite": _acs("AudioMetadata", {"sampleRate": 1e999}),
+    "channels a list": _acs("AudioMetadata", {"channels": [1]}),
+    "length a word": _acs("AudioMetadata", {"length": "long"}),
+    "subscription an object": _acs("AudioMetadata", {"subscriptionId": {"a": 1}}),
+    "silent a string": _acs("AudioData", {"silent": "yes"}),
+    "participant with spaces": _acs("AudioData", {"participantRawID": "a b"}),
+    "dtmf data a list": _acs("DtmfData", {"data": ["1", "2"]}),
+    "body a list": json.dumps({"kind": "AudioData", "audioData": []}),
+}
+
+
+@pytest.mark.parametrize("message", ACS_MALFORMED.values(), ids=ACS_MALFORMED.keys())
+def test_acs_malformed_fields_close_1007(message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        acs.parse(message)
+    assert err.value.code == 1007
+
+
+def test_acs_metadata_length_is_read_but_a_silent_packet_stands_for_20_ms_whatever_it_announces() -> None:
+    meta = acs.parse(acs.metadata_message("sub-1", length=3_200_000))
+    assert isinstance(meta, acs.AudioMetadata) and meta.length == 3_200_000
+    assert meta.frame_samples == 320
+
+
+JSON_MALFORMED = {
+    "deep nesting": '{"type": "audio_chunk", "data": ' + "[" * 50_000 + "]" * 50_000 + "}",
+    "huge integer": '{"type": "audio_chunk", "data": "AAAA", "sample_rate": ' + "1" * 5000 + "}",
+    "data an object": json.dumps({"type": "audio_chunk", "data": {"b64": "AAAA"}}),
+    "sample rate a float": json.dumps({"type": "audio_chunk", "data": "AAAA", "sample_rate": 1e999}),
+}
+
+
+@pytest.mark.parametrize("message", JSON_MALFORMED.values(), ids=JSON_MALFORMED.keys())
+def test_json_api_malformed_fields_close_1007(message: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        api.parse(message)
+    assert err.value.code == 1007
+
+
+def test_json_api_timestamp_out_of_range_is_dropped_not_fatal() -> None:
+    for ts in (1e999, float("nan"), 10**4000, True):
+        chunk = api.parse(json.dumps({"type": "audio_chunk", "data": "AAAAAA==", "timestamp": ts}))
+        assert chunk == api.AudioChunk(b"\x00\x00\x00\x00", None, None)
+
+
+def test_reasons_quote_caller_text_short_and_close_reasons_fit_a_close_frame() -> None:
+    with pytest.raises(ProtocolError) as err:
+        acs.parse(json.dumps({"kind": "é" * 10_000}))
+    assert len(err.value.reason) < 200
+    cut = close_reason("é" * 200)
+    assert len(cut.encode()) <= 123 and cut == "é" * 61

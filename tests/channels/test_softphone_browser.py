@@ -63,7 +63,7 @@ async def test_softphone_shows_the_callers_transcript_and_latency_and_plays_the_
     console: list[str] = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     try:
-        await page.goto(f"http://127.0.0.1:{stack.ingress_port}/")
+        await page.goto(stack.client_credentials.softphone_url(stack.http_base))  # as `switchboard up` prints it
         await page.get_by_role("button", name="Call the agent").click()
         await page.get_by_role("status").filter(has_text="Connected").wait_for(timeout=10_000)
 

@@ -16,7 +16,7 @@ from switchboard.bus import consumer_options, topic_name
 from switchboard.records import AudioFrame
 from switchboard.stack import Stack
 from switchboard.topics import AUDIO_IN
-from tests.pipeline import metric, running_stack
+from tests.pipeline import metric, running_stack, twilio_stream, with_parameters
 
 pytestmark = pytest.mark.slow
 
@@ -48,10 +48,17 @@ def _media(payload: str = base64.b64encode(b"\xff" * 160).decode()) -> str:
     return json.dumps({"event": "media", "streamSid": "MZ", "media": {"payload": payload}})
 
 
-async def _closed_with(url: str, messages: list[str]) -> tuple[int | None, str]:
-    async with websockets.connect(url) as ws:
+def _call_sid(messages: list[str]) -> str:
+    starts = [json.loads(m)["start"]["callSid"] for m in messages if m.startswith('{"event": "start"')]
+    return starts[0] if starts else "CAnostart"
+
+
+async def _closed_with(stack: Stack, messages: list[str]) -> tuple[int | None, str]:
+    """The messages on a stream opened as Twilio opens one (authenticated), until the ingress closes it."""
+    ws, params = await twilio_stream(stack, _call_sid(messages))
+    async with ws:
         for m in messages:
-            await ws.send(m)
+            await ws.send(with_parameters(m, params))
         try:
             await asyncio.wait_for(ws.recv(), 5)
         except websockets.ConnectionClosed as exc:
@@ -70,37 +77,39 @@ CASES = [
 
 @pytest.mark.parametrize(("reason", "messages", "code", "text"), CASES, ids=[c[0] for c in CASES])
 async def test_bad_input_closes_the_socket_with_a_reason_and_is_counted(ingress, reason, messages, code, text):
-    url = f"ws://127.0.0.1:{ingress.ingress_port}/twilio/media"
     metrics_url = f"http://127.0.0.1:{ingress.ingress_port}/metrics"
-    before = metric(metrics_url, "switchboard_bad_input_total", channel="twilio", reason=reason)
-    got_code, got_reason = await _closed_with(url, messages)
+    creds = ingress.client_credentials
+    before = metric(metrics_url, "switchboard_bad_input_total", creds, channel="twilio", reason=reason)
+    got_code, got_reason = await _closed_with(ingress, messages)
     assert got_code == code and text in got_reason
-    assert metric(metrics_url, "switchboard_bad_input_total", channel="twilio", reason=reason) == before + 1
+    assert metric(metrics_url, "switchboard_bad_input_total", creds, channel="twilio", reason=reason) == before + 1
 
 
 async def test_an_unknown_event_is_counted_and_the_stream_goes_on(ingress):
-    url = f"ws://127.0.0.1:{ingress.ingress_port}/twilio/media"
     metrics_url = f"http://127.0.0.1:{ingress.ingress_port}/metrics"
-    before = metric(metrics_url, "switchboard_bad_input_total", channel="twilio", reason="unknown_event")
-    async with websockets.connect(url) as ws:
-        await ws.send(_start("CAunknown"))
+    creds = ingress.client_credentials
+    before = metric(metrics_url, "switchboard_bad_input_total", creds, channel="twilio", reason="unknown_event")
+    ws, params = await twilio_stream(ingress, "CAunknown")
+    async with ws:
+        await ws.send(with_parameters(_start("CAunknown"), params))
         await ws.send(json.dumps({"event": "telepathy", "streamSid": "MZ"}))
         await ws.send(_media())
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(ws.recv(), 1.0)  # still open, nothing to say
-    assert metric(metrics_url, "switchboard_bad_input_total", channel="twilio", reason="unknown_event") == before + 1
+    assert metric(metrics_url, "switchboard_bad_input_total", creds, channel="twilio",
+                  reason="unknown_event") == before + 1
 
 
 async def test_bad_callers_do_not_disturb_a_good_call(ingress):
-    url = f"ws://127.0.0.1:{ingress.ingress_port}/twilio/media"
     settings = ingress.settings.model_copy(update={"kafka_bootstrap": ingress.bootstrap})
     frames = 100
-    async with websockets.connect(url) as good:
-        await good.send(_start("CAgood"))
+    good, params = await twilio_stream(ingress, "CAgood")
+    async with good:
+        await good.send(with_parameters(_start("CAgood"), params))
         for i in range(frames):
             await good.send(_media())
             if i % 20 == 0:  # a bad caller arrives every 20 frames
-                await _closed_with(url, CASES[i // 20 % len(CASES)][1])
+                await _closed_with(ingress, CASES[i // 20 % len(CASES)][1])
         await good.send(json.dumps({"event": "stop", "streamSid": "MZCAgood", "stop": {}}))
     consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings))
     await consumer.start()

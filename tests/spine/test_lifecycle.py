@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from switchboard.broker import free_port, port_open
-from tests.pipeline import running_stack
+from tests.pipeline import running_stack, twilio_stream, with_parameters
 from tests.spine.test_bad_input import _start
 
 pytestmark = pytest.mark.slow
@@ -35,15 +35,17 @@ async def test_ingress_drains_on_sigterm_keeping_active_calls_and_refusing_new_o
     with running_stack(broker, tmp_path, only=("ingress",), SWITCHBOARD_DRAIN_TIMEOUT_S="20") as stack:
         ingress = stack.workers[0]
         base = f"127.0.0.1:{stack.ingress_port}"
-        async with websockets.connect(f"ws://{base}/twilio/media") as call:
-            await call.send(_start("CAdrain"))
+        call, params = await twilio_stream(stack, "CAdrain")
+        async with call:
+            await call.send(with_parameters(_start("CAdrain"), params))
             await asyncio.sleep(0.5)
             ingress.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(1.0)
             assert _status(f"http://{base}/ready") == 503
             assert _status(f"http://{base}/health") == 200
-            async with websockets.connect(f"ws://{base}/twilio/media") as late:
-                await late.send(_start("CAlate"))
+            late, late_params = await twilio_stream(stack, "CAlate")
+            async with late:
+                await late.send(with_parameters(_start("CAlate"), late_params))
                 with pytest.raises(websockets.ConnectionClosed) as refused:
                     await asyncio.wait_for(late.recv(), 5)
                 assert refused.value.rcvd.code == 1013

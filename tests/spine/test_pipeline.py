@@ -42,6 +42,11 @@ def _url(stack: Stack) -> str:
     return f"ws://127.0.0.1:{stack.ingress_port}/twilio/media"
 
 
+def _caller(stack: Stack) -> TwilioCaller:
+    """A caller that gets in as Twilio does, with the stack's credentials."""
+    return TwilioCaller(_url(stack), _settings(stack), credentials=stack.client_credentials)
+
+
 def _clip(path) -> Utterance:
     samples, rate = read_wav(path)
     return Utterance(resample(samples, rate, BUS_RATE), path.name)
@@ -53,7 +58,7 @@ def clip_calls(stack) -> dict[str, CallResult]:
     import asyncio
 
     async def calls() -> dict[str, CallResult]:
-        return {p.name: await TwilioCaller(_url(stack), _settings(stack)).run([_clip(p)]) for p in CLIPS}
+        return {p.name: await _caller(stack).run([_clip(p)]) for p in CLIPS}
 
     return asyncio.run(calls())
 
@@ -70,19 +75,10 @@ def test_agent_answers_each_clip_with_audible_audio_on_the_same_socket_within_3_
     assert heard is not None and heard < 3.0 + 1.0  # client-side, from the end of the clip (incl. its trailing pause)
 
 
-KNOWN_MISHEARD = {"librivox-0880.wav": "tiny.en hears 'ill disposed' as 'old-sposed' (2 of 8 words, 25%)"}
-
-
-@pytest.mark.parametrize(
-    "clip",
-    [
-        pytest.param(p.name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISHEARD[p.name]))
-        if p.name in KNOWN_MISHEARD
-        else p.name
-        for p in CLIPS
-    ],
-)
+@pytest.mark.parametrize("clip", [p.name for p in CLIPS])
 def test_each_clip_is_transcribed_within_15_percent_word_error(clip_calls, clip):
+    # On the default engine (Moonshine base-en). Whisper tiny.en, still selectable, hears 0880's
+    # "ill disposed" as "old-sposed" (25 %) whatever the decoding options.
     result = clip_calls[clip]
     reference = (SHARED_AUDIO / clip).with_suffix(".txt").read_text()
     heard = " ".join(result.transcripts[k] for k in sorted(result.transcripts))
@@ -100,7 +96,7 @@ def test_latencies_of_every_stage_are_recorded_per_turn(clip_calls):
 
 
 async def test_a_scripted_call_books_an_appointment(stack, piper_lines):
-    result = await TwilioCaller(_url(stack), _settings(stack)).run(piper_lines)
+    result = await _caller(stack).run(piper_lines)
     said = " ".join(" ".join(r) for r in result.replies.values())
     assert "Which day" in said and "Tuesday" in said and "You're booked" in said, said
     assert result.close_code == 1000 and "ended" in result.close_reason  # the agent hung up after goodbye
@@ -122,7 +118,7 @@ def piper_lines() -> list[Utterance]:
 
 
 async def test_speaking_during_the_agents_reply_clears_playback_and_stops_the_reply(stack):
-    caller = TwilioCaller(_url(stack), _settings(stack))
+    caller = _caller(stack)
     result = await caller.run([_clip(SHARED_AUDIO / "librivox-0870.wav")], wait_greeting=False)
     assert result.clears >= 1, "no clear was sent"
     greeting = result.agent_audio[0]

@@ -84,3 +84,54 @@ def test_twiml_connects_the_call_to_the_media_stream():
     xml = wire.twiml_connect_stream("wss://example.test/twilio/media", {"From": "+1555"})
     assert '<Connect><Stream url="wss://example.test/twilio/media">' in xml
     assert '<Parameter name="From" value="+1555"/>' in xml
+
+
+def _start_with(**start: object) -> str:
+    return json.dumps({**START, "start": {**START["start"], **start}})
+
+
+def _media_with(**media: object) -> str:
+    return json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "/w==", **media}})
+
+
+# The inputs a stranger found crashing the parser (issue 12): each must be a clean 1007, never an exception.
+CRASHERS = {
+    "deep nesting": '{"event": "media", "media": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "5000-digit integer": '{"event": "media", "media": {"chunk": ' + "9" * 5000 + "}}",
+    "5000-digit sampleRate": _start_with(mediaFormat={"sampleRate": 10**4000}),
+    "mediaFormat a string": _start_with(mediaFormat="audio/x-mulaw"),
+    "mediaFormat a list": _start_with(mediaFormat=["audio/x-mulaw", 8000]),
+    "sampleRate a word": _start_with(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": "eight"}),
+    "sampleRate infinite": _start_with(mediaFormat={"sampleRate": 1e999}),
+    "sampleRate NaN": _start_with(mediaFormat={"sampleRate": float("nan")}),
+    "sampleRate a bool": _start_with(mediaFormat={"sampleRate": True}),
+    "customParameters a list": _start_with(customParameters=["a", "b"]),
+    "customParameters nested": _start_with(customParameters={"a": {"b": 1}}),
+    "callSid an object": _start_with(callSid={"sid": "CA1"}),
+    "callSid with spaces": _start_with(callSid="CA 1; drop"),
+    "chunk a word": _media_with(chunk="abc"),
+    "timestamp infinite": _media_with(timestamp=1e999),
+    "timestamp negative": _media_with(timestamp="-5"),
+    "payload a number": _media_with(payload=12),
+    "streamSid a list": json.dumps({"event": "stop", "streamSid": ["MZ1"]}),
+    "dtmf digit an object": json.dumps({"event": "dtmf", "dtmf": {"digit": {"x": 1}}}),
+}
+
+
+@pytest.mark.parametrize("text", CRASHERS.values(), ids=CRASHERS.keys())
+def test_malformed_fields_close_1007_instead_of_raising(text):
+    with pytest.raises(ProtocolError) as err:
+        wire.parse(text)
+    assert err.value.code == 1007
+    assert err.value.metric_reason in {"invalid_json", "malformed", "bad_base64"}
+
+
+def test_numbers_sent_as_strings_are_read_as_twilio_sends_them():
+    ev = wire.parse(_start_with(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": "8000", "channels": 1}))
+    assert isinstance(ev, wire.Start) and ev.sample_rate == 8000
+
+
+def test_an_unknown_event_name_is_shown_short_however_long_it_is():
+    with pytest.raises(UnknownMessage) as err:
+        wire.parse(json.dumps({"event": "x" * 60_000}))
+    assert len(str(err.value)) < 100
