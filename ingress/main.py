@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from ingress.app import create_app
 from ingress.runtime import IngressRuntime
@@ -38,9 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="switchboard ingress", description="Run the ingress: websockets in, agent audio out."
     )
     parser.parse_args(argv)
-    settings = IngressSettings()
+    try:
+        settings = IngressSettings()
+    except ValidationError as exc:  # a mistyped setting: say which, without a traceback
+        print(f"switchboard ingress: invalid settings: {exc}", file=sys.stderr)
+        return 2
     logs.setup("ingress", settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # e.g. a short API key or an unreadable JWKS file (ingress/auth.py)
+        logging.getLogger(__name__).error("ingress cannot start", extra={"fields": {"reason": str(exc)}})
+        print(f"switchboard ingress: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,
