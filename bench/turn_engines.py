@@ -9,6 +9,10 @@ Reported (medians over ``--runs`` after a warm-up; wall ms, and CPU ms where the
 - **Smart Turn**: the (80, 800) log-mel features, the model alone, and ``probability()`` end to end, for turns
   of 1, 3 and 8 s; a batch of 4 turns in one pass.
 - **Smart Turn on real speech**: each LibriVox clip whole (where the reader stops).
+- **Silero batched**: CPU per window with 1-64 calls' windows in one pass; the **energy gate**'s margin on the clips
+  and what it saves on a silent line.
+- **The turns worker** (``--only worker``): runner + logic + VAD on a real tansu broker over ``--calls`` pre-filled
+  silent or noisy calls in 20 and 100 ms records, CPU per call-second with the gate and batching on and off.
 - **Smart Turn on Piper phrases** through the phone path with 200 ms of trailing silence, each phrase synthesised
   ``--voices`` times (Piper varies): min / median probability, and what the combination with the check of the
   early transcript (Moonshine's, of the same audio; needs the model converted by scripts/setup.sh) decides.
@@ -30,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from processors.turns.features import smart_turn_features
 from processors.turns.profiles import ENGLISH, judge
 from processors.turns.smart_turn import SmartTurn
-from processors.turns.vad import SileroModel, SileroVad, WebRtcVad, silero_model_path
+from processors.turns.vad import ENERGY_GATE_DBFS, SileroModel, SileroVad, WebRtcVad, silero_model_path
 from switchboard.audio import mulaw_decode, mulaw_encode, read_wav, resample
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -129,15 +133,110 @@ def bench_vad(runs: int) -> None:
     print(f"SileroVad on the shared session {wall * 1000:.1f} us")
     print(f"Silero model file: {silero_model_path()}")
 
-    batch = 8
-    x = np.zeros((batch, 576), dtype=np.float32)
-    state = np.zeros((2, batch, 128), dtype=np.float32)
-    one = np.zeros((1, 576), dtype=np.float32)
-    one_state = np.zeros((2, 1, 128), dtype=np.float32)
-    w1, _ = timed(lambda: model.run(one, one_state, RATE), runs * 20)
-    w8, _ = timed(lambda: model.run(x, state, RATE), runs * 20)
-    print(f"Silero window alone: {w1:.3f} ms; {batch} calls' windows in one batch: {w8:.3f} ms "
-          f"({w8 / batch:.3f} per call)")
+    rng = np.random.default_rng(0)
+    print("Silero windows of several calls in one pass (processors/turns/batch.py): CPU ms per window")
+    for batch in (1, 4, 8, 16, 32, 64):
+        x = rng.normal(0, 0.01, (batch, 576)).astype(np.float32)
+        state = np.zeros((2, batch, 128), dtype=np.float32)
+        _, cpu = timed(lambda x=x, state=state: model.run(x, state, RATE), runs * 20)
+        print(f"  batch {batch:>2}: {cpu / batch:.3f}")
+    bench_gate(clips, model, runs)
+
+
+def bench_gate(clips: list[np.ndarray], model: SileroModel, runs: int) -> None:
+    """The energy gate's margin on the clips, and what it saves on a silent line."""
+    print(f"\nSilero energy gate at {ENERGY_GATE_DBFS} dBFS (RMS of a 32 ms window)")
+    for name, audio in (("wideband", clips), ("phone path", [phone(c) for c in clips])):
+        rms, probs = [], []
+        for clip in audio:
+            call = SileroVad(model, gate_dbfs=None)
+            for i in range(0, len(clip) - 511, 512):
+                w = clip[i : i + 512].astype(np.float64) / 32768
+                call.process(clip[i : i + 512], RATE)
+                rms.append(10 * np.log10(max(1e-20, float(np.mean(w * w)))))
+                probs.append(call.probability)
+        r, p = np.array(rms), np.array(probs)
+        quiet = p[r < -60]
+        print(
+            f"  {name}: quietest window {r.min():.1f} dBFS; quietest window Silero scores >= 0.35: "
+            f"{r[p >= 0.35].min():.1f} dBFS; highest score below -60 dBFS: "
+            f"{quiet.max() if len(quiet) else 0:.2f} ({len(quiet)} windows)"
+        )
+    silence = np.zeros(RATE, dtype=np.int16)
+    for gate in (None, ENERGY_GATE_DBFS):
+        call = SileroVad(model, gate_dbfs=gate)
+        _, cpu = timed(lambda call=call: [call.process(silence[i : i + 320], RATE) for i in range(0, RATE, 320)], runs)
+        print(f"  a silent line, gate {'off' if gate is None else 'on'}: {cpu:.2f} ms CPU per call-second")
+
+
+def bench_worker(calls: int, seconds: float) -> None:
+    """The turns worker whole (runner + logic + VAD) on a real tansu broker, as ``switchboard turns`` runs it."""
+    import asyncio
+    import tempfile
+    import uuid
+
+    from processors.turns import vad
+    from processors.turns.logic import TurnDetector
+    from processors.turns.settings import TurnsSettings
+    from switchboard import metrics
+    from switchboard.audio import array_to_pcm16
+    from switchboard.broker import EmbeddedBroker
+    from switchboard.bus import Correlation, Publisher, create_topics, make_producer
+    from switchboard.records import AudioFrame
+    from switchboard.runner import Runner
+
+    async def run(bootstrap: str, record_ms: int, noise_dbfs: float | None, **overrides: object) -> float:
+        s = TurnsSettings(
+            kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.", metrics_port=0, **overrides
+        )
+        await create_topics(s)
+        rng = np.random.default_rng(3)
+        producer = make_producer(s)
+        await producer.start()
+        publisher = Publisher(s, producer, "bench")
+        futures = []
+        records = int(seconds * 1000) // record_ms
+        for r in range(records):
+            for c in range(calls):
+                level = 0.0 if noise_dbfs is None else 32768 * 10 ** (noise_dbfs / 20)
+                pcm = array_to_pcm16(rng.normal(0, level, 16 * record_ms).astype(np.int16))
+                frame = AudioFrame(f"CA{c}", r * record_ms // 20, r * record_ms * 1000, RATE, pcm, 3)
+                futures.append(await publisher.send(frame, Correlation(call_id=f"CA{c}")))
+        await asyncio.gather(*futures)
+        await producer.stop()
+        runner = Runner(s, TurnDetector(s, vad.factory(s)))
+        consumed = metrics.RECORDS_CONSUMED.labels("turns", "audio.in")
+        base = consumed._value.get()
+        task = asyncio.create_task(runner.run())
+        while consumed._value.get() == base:  # the group joined and the first fetch is in
+            await asyncio.sleep(0.01)
+        cpu, start = time.process_time(), consumed._value.get()
+        while consumed._value.get() - base < calls * records or runner.inflight.count:
+            await asyncio.sleep(0.01)
+        cpu = time.process_time() - cpu
+        handled = consumed._value.get() - start
+        runner.stop()
+        await task
+        return cpu * 1000 / (handled * record_ms / 1000)  # ms CPU per call-second
+
+    print(
+        f"\nThe turns worker (runner + logic + VAD) on tansu, {calls} calls x {seconds:.0f} s pre-filled; "
+        "ms CPU per call-second"
+    )
+    print("| audio | record | gate on, batched (default) | gate off, batched | gate on, unbatched |")
+    print("| --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = EmbeddedBroker(log_path=Path(tmp) / "tansu.log").start()
+        try:
+            for label, noise in (("digital silence", None), ("line noise -45 dBFS", -45.0)):
+                for record_ms in (20, 100):
+                    cells = [
+                        asyncio.run(run(broker.bootstrap, record_ms, noise, **o))
+                        for o in ({}, {"silero_energy_gate_dbfs": -200}, {"silero_max_batch": 1})
+                    ]
+                    print(f"| {label} | {record_ms} ms | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        finally:
+            broker.stop()
 
 
 def bench_smart_turn(runs: int, voices: int) -> None:
@@ -167,8 +266,10 @@ def bench_smart_turn(runs: int, voices: int) -> None:
     from processors.tts.piper import PiperEngine
 
     piper, stt = PiperEngine(), MoonshineEngine()
-    print(f"\nSmart Turn on Piper phrases, phone path + 200 ms silence, {voices} syntheses each; "
-          "the transcript is Moonshine's of the same audio")
+    print(
+        f"\nSmart Turn on Piper phrases, phone path + 200 ms silence, {voices} syntheses each; "
+        "the transcript is Moonshine's of the same audio"
+    )
     print("| phrase | kind | heard (last run) | min p | median p | verdict with transcript (of runs) |")
     print("| --- | --- | --- | --- | --- | --- |")
     tally = {"complete": [0, 0], "cut off": [0, 0]}
@@ -184,21 +285,32 @@ def bench_smart_turn(runs: int, voices: int) -> None:
             tally[kind][0] += sum(p >= ENGLISH.smart_turn_threshold for p in probs)
             tally[kind][1] += done
             reasons = sorted({v.reason for v in verdicts})
-            print(f"| {text} | {kind} | {heard} | {min(probs):.2f} | {statistics.median(probs):.2f} "
-                  f"| {done}/{voices} complete ({', '.join(reasons)}) |")
+            print(
+                f"| {text} | {kind} | {heard} | {min(probs):.2f} | {statistics.median(probs):.2f} "
+                f"| {done}/{voices} complete ({', '.join(reasons)}) |"
+            )
     for kind, (model_yes, combined_yes) in tally.items():
         total = voices * (len(COMPLETE) if kind == "complete" else len(CUT_OFF))
-        print(f"{kind}: judged complete by the model alone {model_yes}/{total}, with the transcript check "
-              f"{combined_yes}/{total}")
+        print(
+            f"{kind}: judged complete by the model alone {model_yes}/{total}, with the transcript check "
+            f"{combined_yes}/{total}"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="timed repetitions per figure (median reported)")
     parser.add_argument("--voices", type=int, default=3, help="Piper syntheses per phrase")
+    parser.add_argument("--only", choices=("vad", "smart-turn", "worker"), help="run one part only")
+    parser.add_argument("--calls", type=int, default=200, help="worker part: silent or noisy calls at once")
+    parser.add_argument("--seconds", type=float, default=3.0, help="worker part: audio per call")
     args = parser.parse_args()
-    bench_vad(args.runs)
-    bench_smart_turn(args.runs, args.voices)
+    if args.only in (None, "vad"):
+        bench_vad(args.runs)
+    if args.only in (None, "smart-turn"):
+        bench_smart_turn(args.runs, args.voices)
+    if args.only in (None, "worker"):
+        bench_worker(args.calls, args.seconds)
     return 0
 
 

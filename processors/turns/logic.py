@@ -7,7 +7,12 @@ caller's ingress node reads and which agent reply it is playing right now) and
 ``call_ended`` (reason ``ingress_lost``) for calls whose audio stopped without
 an end, as when an ingress node dies.
 
-A turn's ID is the call's frame number at speech onset, so it is the same
+A record may carry several 20 ms frames (its ``seq`` is the number of its first
+frame): every decision (onset, silence, end of turn, barge-in) is taken per 20 ms
+frame, so turns, their IDs and their times do not depend on the record size. The
+turn's audio goes to STT one chunk per record (the pre-roll with the onset).
+
+A turn's ID is the call's 20 ms frame number at speech onset, so it is the same
 whichever worker detects it: after a rebalance the new owner replays from the
 open turn's first frame (``commit_floor``) and reaches the same IDs.
 """
@@ -43,17 +48,24 @@ from switchboard.topics import AUDIO_IN, CALLS, Topic
 logger = logging.getLogger(__name__)
 
 
+FRAME_MS = 20  # the unit of every decision: a record of 40-100 ms is stepped through 20 ms at a time
+
+
 @dataclass(slots=True)
 class _Frame:
-    frame: AudioFrame
+    """One 20 ms frame of a call's stream: its number in the call, capture time and the record holding it."""
+
+    pcm: bytes
+    seq: int
+    ts_us: int
     offset: int
-    voiced: bool
 
 
 @dataclass(slots=True)
 class _Call:
     vad: VoiceActivity
     partition: int
+    preroll: deque[_Frame]  # bounded: max(preroll_ms, speech_start_ms) of frames before onset
     language: str = "en-US"
     started: CallEvent | None = None
     turn_seq: int = 0
@@ -68,7 +80,8 @@ class _Call:
     chunk_seq: int = 0
     barged: bool = False
     floor: int = 0  # first audio.in offset this call still needs
-    preroll: deque[_Frame] = field(default_factory=deque)
+    pending: bytearray = field(default_factory=bytearray)  # the turn's audio not yet sent as a chunk
+    carry: _Frame | None = None  # a partial frame left by a record that was not a whole number of frames
 
 
 class TurnDetector:
@@ -98,7 +111,8 @@ class TurnDetector:
 
     def _call(self, call_id: str, partition: int) -> _Call:
         if call_id not in self.calls:
-            self.calls[call_id] = _Call(vad=self.vad_factory(), partition=partition)
+            keep = max(self.s.preroll_ms, self.s.speech_start_ms) // FRAME_MS
+            self.calls[call_id] = _Call(vad=self.vad_factory(), partition=partition, preroll=deque(maxlen=max(1, keep)))
         return self.calls[call_id]
 
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
@@ -111,9 +125,18 @@ class TurnDetector:
                 c.started, c.language = record, record.language
             return
         if isinstance(record, AudioFrame):
+            # the load generator's lost-frame count compares this with the 20 ms frames callers sent
+            metrics.CALLER_FRAMES_CONSUMED.labels(self.name).inc(len(record.pcm) // (record.sample_rate // 25 or 1))
             newest = max(record.ts_us, self._clock.get(msg.partition, (0, 0.0))[0])
             self._clock[msg.partition] = (newest, time.monotonic())
-            for out in self._frame(record, msg.offset, msg.partition, msg.corr):
+            c = self._call(record.call_id, msg.partition)
+            samples = pcm16_to_array(record.pcm)
+            aprocess = getattr(c.vad, "aprocess", None)  # Silero batches its model passes across calls
+            if aprocess is not None:
+                decisions = await aprocess(samples, record.sample_rate)
+            else:
+                decisions = c.vad.process(samples, record.sample_rate)
+            for out in self._record(c, record, decisions, msg.offset, msg.corr):
                 yield out
             for out in self._sweep(record.ts_us):
                 yield out
@@ -146,60 +169,96 @@ class TurnDetector:
                     )
         return outs
 
-    def _chunk(self, c: _Call, frame: AudioFrame, corr: Correlation) -> Out:
+    def _flush(self, c: _Call, frame: AudioFrame, corr: Correlation) -> Out:
+        """The turn's audio gathered so far as one chunk (several frames; the pre-roll with the onset)."""
         chunk = SpeechChunk(
-            frame.call_id, c.turn_seq, c.chunk_seq, now_us(), frame.sample_rate, frame.pcm, False, c.language
+            frame.call_id, c.turn_seq, c.chunk_seq, now_us(), frame.sample_rate, bytes(c.pending), False, c.language
         )
         c.chunk_seq += 1
+        c.pending.clear()
         return Out(chunk, corr)
 
-    def _frame(self, frame: AudioFrame, offset: int, partition: int, in_corr: Correlation) -> list[Out]:
-        c = self._call(frame.call_id, partition)
-        c.last_frame_us = frame.ts_us
-        samples = pcm16_to_array(frame.pcm)
-        frame_ms = len(samples) * 1000 // frame.sample_rate
-        # one decision per VAD frame the record completes; a longer record is voiced if most of them are
-        decisions = c.vad.process(samples, frame.sample_rate)
-        voiced = sum(decisions) * 2 > len(decisions)
-        outs: list[Out] = []
-        if not c.in_speech:
-            c.preroll.append(_Frame(frame, offset, voiced))
-            while len(c.preroll) * frame_ms > max(self.s.preroll_ms, self.s.speech_start_ms):
-                c.preroll.popleft()
-            c.floor = c.preroll[0].offset
-            c.onset_run = c.onset_run + 1 if voiced else 0
-            if c.onset_run * frame_ms < self.s.speech_start_ms:
-                return outs
-            first_voiced = c.preroll[-c.onset_run].frame
-            c.turn_seq = first_voiced.seq + 1  # 0 is the greeting
-            c.in_speech, c.silence_ms, c.chunk_seq, c.barged = True, 0, 0, False
-            c.voiced_ms, c.turn_ms = c.onset_run * frame_ms, len(c.preroll) * frame_ms
-            c.speech_start_us, c.last_voiced_us = first_voiced.ts_us, frame.ts_us
-            corr = in_corr.child(c.turn_seq)
-            metrics.TURNS.inc()
-            outs.append(
-                Out(
-                    TurnEvent(frame.call_id, c.turn_seq, TurnEventKind.SPEECH_STARTED, now_us(), c.speech_start_us),
-                    corr,
-                )
-            )
-            outs.extend(self._chunk(c, f.frame, corr) for f in c.preroll)
-            c.preroll.clear()
+    def _frames(self, c: _Call, record: AudioFrame, offset: int, n: int) -> list[_Frame]:
+        """The record cut into 20 ms frames; frame k is the call's frame ``seq + k``, captured 20 ms after frame k-1.
+
+        A record is normally a whole number of frames; if not, the tail is carried over to the
+        next record, as the VAD carries its samples, so frames and VAD decisions stay in step."""
+        step = record.sample_rate * FRAME_MS // 1000 * 2  # bytes per frame
+        if c.carry is None:
+            pcm, seq, ts, first_offset = record.pcm, record.seq, record.ts_us, offset
         else:
-            corr = in_corr.child(c.turn_seq)
-            outs.append(self._chunk(c, frame, corr))
-            c.turn_ms += frame_ms
-            if voiced:
-                c.voiced_ms += frame_ms
-                c.silence_ms = 0
-                c.last_voiced_us = frame.ts_us
+            pcm, seq, ts, first_offset = c.carry.pcm + record.pcm, c.carry.seq, c.carry.ts_us, c.carry.offset
+            c.carry = None
+        us = FRAME_MS * 1000
+        frames = [
+            _Frame(pcm[k * step : (k + 1) * step], seq + k, ts + k * us, first_offset if k == 0 else offset)
+            for k in range(n)
+        ]
+        if len(pcm) > n * step:
+            c.carry = _Frame(pcm[n * step :], seq + n, ts + n * FRAME_MS * 1000, first_offset if n == 0 else offset)
+        return frames
+
+    def _record(
+        self, c: _Call, record: AudioFrame, decisions: list[bool], offset: int, in_corr: Correlation
+    ) -> list[Out]:
+        """Step through the record's 20 ms frames, one VAD decision each."""
+        c.last_frame_us = record.ts_us
+        outs: list[Out] = []
+        if not c.in_speech and not any(decisions) and not c.onset_run and c.carry is None:
+            # the common case (silence between turns), without cutting the record into frame objects
+            step = record.sample_rate * FRAME_MS // 1000 * 2
+            if len(record.pcm) == step * len(decisions):
+                for k in range(len(decisions)):
+                    ts = record.ts_us + k * FRAME_MS * 1000
+                    c.preroll.append(_Frame(record.pcm[k * step : (k + 1) * step], record.seq + k, ts, offset))
+                if c.preroll:
+                    c.floor = c.preroll[0].offset
+                return outs
+        corr: Correlation | None = None
+        for f, voiced in zip(self._frames(c, record, offset, len(decisions)), decisions, strict=True):
+            if not c.in_speech:
+                c.preroll.append(f)
+                c.floor = c.preroll[0].offset
+                c.onset_run = c.onset_run + 1 if voiced else 0
+                if c.onset_run * FRAME_MS < self.s.speech_start_ms:
+                    continue
+                first_voiced = c.preroll[-c.onset_run]
+                c.turn_seq = first_voiced.seq + 1  # 0 is the greeting
+                c.in_speech, c.silence_ms, c.chunk_seq, c.barged = True, 0, 0, False
+                c.voiced_ms, c.turn_ms = c.onset_run * FRAME_MS, len(c.preroll) * FRAME_MS
+                c.speech_start_us, c.last_voiced_us = first_voiced.ts_us, f.ts_us
+                corr = in_corr.child(c.turn_seq)
+                metrics.TURNS.inc()
+                started = TurnEvent(
+                    record.call_id, c.turn_seq, TurnEventKind.SPEECH_STARTED, now_us(), c.speech_start_us
+                )
+                outs.append(Out(started, corr))
+                for p in c.preroll:
+                    c.pending += p.pcm
+                c.preroll.clear()
             else:
-                c.silence_ms += frame_ms
-        if frame.agent_turn_seq is not None and not c.barged and c.voiced_ms >= self.s.barge_in_ms:
-            outs.extend(self._barge_in(c, frame, corr))
-        if c.silence_ms >= self.s.end_of_turn_ms or c.turn_ms >= self.s.max_turn_ms:
-            outs.extend(self._end_of_turn(c, frame, corr))
-            c.floor = offset + 1
+                if corr is None:
+                    corr = in_corr.child(c.turn_seq)
+                c.pending += f.pcm
+                c.turn_ms += FRAME_MS
+                if voiced:
+                    c.voiced_ms += FRAME_MS
+                    c.silence_ms = 0
+                    c.last_voiced_us = f.ts_us
+                else:
+                    c.silence_ms += FRAME_MS
+            assert corr is not None  # set at onset or by the first frame of this record in the turn
+            if record.agent_turn_seq is not None and not c.barged and c.voiced_ms >= self.s.barge_in_ms:
+                outs.extend(self._barge_in(c, record, corr))
+            if c.silence_ms >= self.s.end_of_turn_ms or c.turn_ms >= self.s.max_turn_ms:
+                outs.append(self._flush(c, record, corr))
+                outs.extend(self._end_of_turn(c, record, corr))
+                corr = None  # a turn starting later in this record gets its own
+                c.floor = f.offset + 1
+        if c.in_speech and c.pending and corr is not None:
+            outs.append(self._flush(c, record, corr))
+        if c.carry is not None:  # a partial frame is still needed from its record on
+            c.floor = min(c.floor, c.carry.offset)
         return outs
 
     def _barge_in(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:

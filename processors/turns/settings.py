@@ -20,6 +20,20 @@ class TurnsSettings(ServiceSettings):
         lt=1.0,
         description="Silero: once in speech, a window counts as silence only below threshold minus this",
     )
+    silero_energy_gate_dbfs: float = Field(
+        -70.0,
+        ge=-200.0,
+        le=-30.0,
+        description="Silero: a 32 ms window quieter than this (dBFS RMS) is silence without running the model "
+        "(digital or μ-law idle silence; the quietest speech window on the clips is -56.6 dBFS); -200 turns it off",
+    )
+    silero_max_batch: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Silero: most calls' windows scored in one model pass (windows arriving in the same event-loop "
+        "iteration go together); 1 scores each call's window alone",
+    )
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode, 0 (least) to 3 (most aggressive)")
     speech_start_ms: int = Field(60, description="voiced audio needed to start a turn")
     end_of_turn_ms: int = Field(700, description="silence that ends the caller's turn")

@@ -5,8 +5,10 @@ engine takes any block of a call's samples and answers one decision per ``frame_
 the block completes, carrying the rest over to the call's next block. One engine object per call
 (it holds the call's stream state); the Silero model behind it is loaded once per worker.
 
-The VAD runs on the event loop, not on the inference pool: one 32 ms window costs ~0.1–0.3 ms,
-less than handing it to a thread and back.
+Windows far below speech level never reach the model (``SileroVad``'s energy gate). The rest are
+scored on the event loop one at a time (``process``), or, through ``aprocess``, together with the
+windows of the other calls that arrived in the same loop iteration, in one pass, still on the loop
+(``processors/turns/batch.py`` says why): the turns processor takes that path.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
+    from processors.turns.batch import SileroBatcher
     from processors.turns.settings import TurnsSettings
 
 ENGINES = ("silero", "webrtc")
@@ -113,6 +116,20 @@ class SileroModel:
             str(path or silero_model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
         )
         self._sr = {rate: np.array(rate, dtype=np.int64) for rate in _WINDOW}
+        self._silent: dict[int, np.ndarray] = {}
+
+    def silent_state(self, sample_rate: int) -> np.ndarray:
+        """The recurrent state Silero settles in after a long true silence (computed once per rate).
+
+        The state drifts for seconds of silence (~6 s to settle), so a gated window sets a call's
+        state to where the model would end up, rather than freezing it at the last loud window."""
+        if sample_rate not in self._silent:
+            state = np.zeros((2, 1, 128), dtype=np.float32)
+            zeros = np.zeros((1, _CONTEXT[sample_rate] + _WINDOW[sample_rate]), dtype=np.float32)
+            for _ in range(400):
+                _, state = self.run(zeros, state, sample_rate)
+            self._silent[sample_rate] = state
+        return self._silent[sample_rate]
 
     def run(self, windows: np.ndarray, state: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
         """Speech probabilities of a batch: ``windows`` (n, context + window) float32, ``state`` (2, n, 128)."""
@@ -120,19 +137,49 @@ class SileroModel:
         return prob[:, 0], new_state
 
 
+# Windows quieter than this are silence without asking the model (``SileroVad``'s energy gate).
+# Speech on the clips, wideband and through the μ-law phone path, never has a 32 ms window below
+# -57 dBFS RMS, and Silero gives no window under -60 dBFS a probability near its threshold
+# (bench/turn_engines.py prints both); μ-law's idle pattern (±8) is about -72 dBFS, digital silence
+# -inf. -70 dBFS leaves a 13 dB margin below the quietest speech window and still catches a muted
+# or silent line, which is most of a call-center's audio between turns.
+ENERGY_GATE_DBFS = -70.0
+
+
 class SileroVad:
     """One call's Silero stream: speech from ``threshold`` on, silence again below ``threshold - hysteresis``.
 
     Silero decides per 32 ms window; each 20 ms frame gets the decision of the last window that
     ended within it or before it (at most 32 ms late, well inside a 200 ms end-of-turn pause).
+
+    A window below ``gate_dbfs`` RMS is silence (probability 0) without running the model, and the
+    call's recurrent state becomes the model's settled state of silence: on a silent line that skips
+    ~0.1 ms of CPU per window. The ungated model's own state still drifts for seconds of silence, so
+    its onset depends on how long the caller was quiet; on the clips after 1.5 s of digital or μ-law
+    idle silence the gated onset lies within 2 windows (64 ms) of it, with the same turns and the same
+    end of speech (``tests/engines/test_turn_engines.py``).
+    ``gate_dbfs=None`` asks the model about every window.
     """
 
     frame_ms = 20
 
-    def __init__(self, model: SileroModel, threshold: float = 0.5, hysteresis: float = 0.15) -> None:
+    def __init__(
+        self,
+        model: SileroModel,
+        threshold: float = 0.5,
+        hysteresis: float = 0.15,
+        gate_dbfs: float | None = ENERGY_GATE_DBFS,
+        batcher: SileroBatcher | None = None,
+    ) -> None:
         if not 0.0 < threshold < 1.0 or not 0.0 <= hysteresis < threshold:
             raise ValueError(f"Silero threshold {threshold}, gap {hysteresis}: need 0 <= gap < threshold < 1")
+        if gate_dbfs is not None and gate_dbfs > -30.0:
+            raise ValueError(f"Silero energy gate {gate_dbfs} dBFS would silence speech: keep it at -30 dBFS or below")
         self.model = model
+        self.batcher = batcher
+        # compared with a window's sum of squares (float samples in [-1, 1]): no sqrt or log per window
+        self._gate = -1.0 if gate_dbfs is None else 10 ** (gate_dbfs / 10)
+        self.gated = 0  # windows judged silent by the gate alone
         self.threshold = threshold
         self.hysteresis = hysteresis
         self.probability = 0.0  # of the last window, for whoever wants a soft score
@@ -151,29 +198,46 @@ class SileroVad:
             raise ValueError(f"Silero threshold {threshold} must lie in ({self.hysteresis}, 1)")
         self.threshold = threshold
 
-    def process(self, samples: np.ndarray, sample_rate: int) -> list[bool]:
+    def _push(self, samples: np.ndarray, sample_rate: int) -> int:
+        """Take the call's next samples; returns the samples per frame."""
         if sample_rate not in _WINDOW:
             raise ValueError(f"Silero VAD takes 8 or 16 kHz audio, not {sample_rate} Hz")
         n = self._framer.frame_samples(sample_rate)
-        win, ctx = _WINDOW[sample_rate], _CONTEXT[sample_rate]
         if self._input is None:
-            self._input = np.zeros((1, ctx + win), dtype=np.float32)
-        inp = self._input
+            self._input = np.zeros((1, _CONTEXT[sample_rate] + _WINDOW[sample_rate]), dtype=np.float32)
         x = samples.astype(np.float32) / 32768.0
         self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x
         self._framer.received += len(x)
+        return n
+
+    def _next_window(self, sample_rate: int) -> np.ndarray | None:
+        """The next whole window (with its context) that needs the model; gated windows are judged here."""
+        win, inp = _WINDOW[sample_rate], self._input
+        assert inp is not None
         while len(self._buf) >= win:
-            inp[0, ctx:] = self._buf[:win]
+            inp[0, -win:] = self._buf[:win]
             self._buf = self._buf[win:]
-            prob, self._state = self.model.run(inp, self._state, sample_rate)
-            inp[0, :ctx] = inp[0, -ctx:]  # this window's tail is the next one's context
-            self._windowed += win
-            self.probability = p = float(prob[0])
-            if p >= self.threshold:
-                self._speaking = True
-            elif p < self.threshold - self.hysteresis:
-                self._speaking = False
-            self._decided.append((self._windowed, self._speaking))
+            window = inp[0, -win:]
+            if float(np.dot(window, window)) >= self._gate * win:
+                return inp
+            self.gated += 1
+            self._state = self.model.silent_state(sample_rate)  # never written in place: run returns anew
+            self._decide(0.0, sample_rate)
+        return None
+
+    def _decide(self, p: float, sample_rate: int) -> None:
+        inp, ctx = self._input, _CONTEXT[sample_rate]
+        assert inp is not None
+        inp[0, :ctx] = inp[0, -ctx:]  # this window's tail is the next one's context
+        self._windowed += _WINDOW[sample_rate]
+        self.probability = p
+        if p >= self.threshold:
+            self._speaking = True
+        elif p < self.threshold - self.hysteresis:
+            self._speaking = False
+        self._decided.append((self._windowed, self._speaking))
+
+    def _frames(self, n: int) -> list[bool]:
         out = []
         f = self._framer
         while f.framed + n <= f.received:
@@ -183,12 +247,33 @@ class SileroVad:
             out.append(self._frame_speaking)
         return out
 
+    def process(self, samples: np.ndarray, sample_rate: int) -> list[bool]:
+        n = self._push(samples, sample_rate)
+        while (inp := self._next_window(sample_rate)) is not None:
+            prob, self._state = self.model.run(inp, self._state, sample_rate)
+            self._decide(float(prob[0]), sample_rate)
+        return self._frames(n)
+
+    async def aprocess(self, samples: np.ndarray, sample_rate: int) -> list[bool]:
+        """As ``process``, with the model passes shared with the windows of other calls (``batcher``)."""
+        if self.batcher is None:
+            return self.process(samples, sample_rate)
+        n = self._push(samples, sample_rate)
+        while (inp := self._next_window(sample_rate)) is not None:
+            p, self._state = await self.batcher.score(inp.copy(), self._state, sample_rate)
+            self._decide(p, sample_rate)
+        return self._frames(n)
+
 
 def factory(settings: TurnsSettings) -> Callable[[], VoiceActivity]:
     """A per-call VAD constructor for the configured engine; loads a shared model once, now."""
     if settings.vad_engine == "webrtc":
         return lambda: WebRtcVad(settings.vad_aggressiveness)
     if settings.vad_engine == "silero":
+        from processors.turns.batch import SileroBatcher
+
         model = SileroModel()
-        return lambda: SileroVad(model, settings.silero_threshold, settings.silero_hysteresis)
+        gate = None if settings.silero_energy_gate_dbfs <= -200.0 else settings.silero_energy_gate_dbfs
+        batcher = SileroBatcher(model, settings.silero_max_batch) if settings.silero_max_batch > 1 else None
+        return lambda: SileroVad(model, settings.silero_threshold, settings.silero_hysteresis, gate, batcher)
     raise ValueError(f"unknown VAD engine {settings.vad_engine!r} (choose: {', '.join(ENGINES)})")

@@ -6,6 +6,7 @@ Timing figures are in ``bench/turn_engines.py``, not here.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import subprocess
 import sys
@@ -190,6 +191,100 @@ def test_a_calls_own_threshold_applies_to_its_stream_only(silero):
     assert sum(strict.process(speech, RATE)) < sum(default.process(speech, RATE))
     with pytest.raises(ValueError, match="must lie in"):
         default.set_threshold(0.1)  # at or below the hysteresis gap, speech could never end
+
+
+def _with_silent_gaps(clip: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """A clip said twice with a pause between, as a caller speaks between silences."""
+    return np.concatenate([gap, clip, gap, clip, gap]).astype(np.int16)
+
+
+async def _turns(samples: np.ndarray, gate_dbfs: float) -> list[tuple[TurnEventKind, int, int | None]]:
+    settings = TurnsSettings(silero_energy_gate_dbfs=gate_dbfs)
+    detector = TurnDetector(settings, vad.factory(settings))
+    events = []
+    for seq, i in enumerate(range(0, len(samples) - 319, 320)):
+        frame = AudioFrame("CA1", seq, seq * 20_000, RATE, array_to_pcm16(samples[i : i + 320]), 3)
+        async for out in detector.handle(Incoming(frame, Correlation(call_id="CA1"), AUDIO_IN, 0, seq, 0)):
+            if isinstance(e := out.record, TurnEvent):
+                events.append((e.kind, e.turn_seq, e.speech_end_us))
+    return events
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("line", ["wideband", "phone"])
+async def test_the_energy_gate_gives_the_same_turns_on_real_speech_between_silences(clip: Path, line: str):
+    speech, _ = read_wav(clip)
+    speech = phone(speech) if line == "phone" else speech
+    idle = resample(mulaw_decode(np.full(RATE // 2, 0xFF, dtype=np.uint8).tobytes()), 8000, RATE)  # μ-law idle
+    for gap in (np.zeros(RATE * 3 // 2, dtype=np.int16), np.tile(idle, 3)):
+        audio = _with_silent_gaps(speech, gap)
+        gated, ungated = await _turns(audio, -70), await _turns(audio, -200)
+        assert [e[0] for e in gated] == [e[0] for e in ungated]
+        for (_, seq, end), (_, ref_seq, ref_end) in zip(gated, ungated, strict=True):
+            # Silero's own state still drifts after 1.5 s of silence, so the ungated onset depends on how
+            # long the caller was silent; the gated one starts from the settled state: 2 windows apart at most
+            assert abs(seq - ref_seq) <= 3
+            assert end == ref_end or abs(end - ref_end) <= 40_000
+    silent = SileroVad(SileroModel())
+    quiet = np.concatenate([np.zeros(RATE, dtype=np.int16), idle])
+    silent.process(quiet, RATE)
+    assert silent.gated == len(quiet) // 512  # both silences skip the model
+
+
+@pytest.mark.parametrize("clip", CLIPS[:1], ids=lambda p: p.stem)
+def test_the_energy_gate_never_fires_on_a_noisy_line_so_it_cannot_change_its_decisions(silero, clip: Path):
+    speech, _ = read_wav(clip)
+    for name, noise in line_noises(seconds=4).items():
+        gap = noise[: RATE * 3 // 2]
+        audio = _with_silent_gaps(phone(speech), gap)
+        gated, ungated = SileroVad(silero), SileroVad(silero, gate_dbfs=None)
+        assert gated.process(audio, RATE) == ungated.process(audio, RATE), name
+        assert gated.gated == 0, name
+
+
+def test_the_energy_gate_is_a_setting_that_refuses_levels_speech_reaches(silero):
+    assert TurnsSettings().silero_energy_gate_dbfs == -70.0
+    call = vad.factory(TurnsSettings(silero_energy_gate_dbfs=-200))()
+    call.process(np.zeros(RATE, dtype=np.int16), RATE)
+    assert call.gated == 0  # -200 turns it off: the model hears every window
+    with pytest.raises(ValidationError):
+        TurnsSettings(silero_energy_gate_dbfs=-20)
+    with pytest.raises(ValueError, match="would silence speech"):
+        SileroVad(silero, gate_dbfs=-10)
+
+
+async def test_calls_scored_together_in_batches_decide_as_each_does_alone(silero):
+    from processors.turns.batch import SileroBatcher
+
+    streams = [phone(read_wav(clip)[0])[: RATE * 4] for clip in CLIPS]
+    streams += [noise[: RATE * 4] for noise in line_noises(seconds=4).values()]
+    alone = []
+    for audio in streams:
+        vad_alone = SileroVad(silero, gate_dbfs=None)
+        alone.append([d for i in range(0, len(audio), 1600) for d in vad_alone.process(audio[i : i + 1600], RATE)])
+    batcher = SileroBatcher(silero, max_batch=4)
+    calls = [SileroVad(silero, gate_dbfs=None, batcher=batcher) for _ in streams]
+
+    async def feed(vad_: SileroVad, audio: np.ndarray) -> list[bool]:
+        # 100 ms records: three windows a record, each a separate pass shared with the other calls
+        return [d for i in range(0, len(audio), 1600) for d in await vad_.aprocess(audio[i : i + 1600], RATE)]
+
+    together = await asyncio.gather(*(feed(v, a) for v, a in zip(calls, streams, strict=True)))
+    assert together == alone
+    assert batcher.windows == sum(len(a) // 512 for a in streams)
+    assert batcher.passes <= batcher.windows / 3  # 7 calls, at most 4 a pass: two passes per round
+
+
+async def test_a_failed_batch_pass_fails_each_of_its_calls_not_the_batcher(silero):
+    from processors.turns.batch import SileroBatcher
+
+    batcher = SileroBatcher(silero)
+    good, bad = SileroVad(silero, gate_dbfs=None, batcher=batcher), SileroVad(silero, gate_dbfs=None, batcher=batcher)
+    bad._state = np.zeros((2, 1, 64), dtype=np.float32)  # a broken state makes the whole pass raise
+    speech = read_wav(CLIPS[0])[0][:RATE]
+    results = await asyncio.gather(good.aprocess(speech, RATE), bad.aprocess(speech, RATE), return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results)
+    assert len(await SileroVad(silero, gate_dbfs=None, batcher=batcher).aprocess(speech, RATE)) == 50
 
 
 def test_silero_refuses_a_sample_rate_it_cannot_judge(silero):
