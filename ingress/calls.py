@@ -18,6 +18,7 @@ import numpy as np
 
 from ingress.limits import AudioBudget, TokenBucket
 from ingress.protocol import DTMF_DIGITS
+from ingress.sendpath import AudioSendPath
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, array_to_pcm16
 from switchboard.bus import Correlation, Publisher
@@ -86,6 +87,7 @@ class CallLimits:
     audio_burst_s: float = 5.0
     dtmf_digits: int = 4  # per message
     dtmf_per_s: float = 10.0
+    record_ms: int = FRAME_MS  # caller audio per audio.in record, a multiple of FRAME_MS
 
 
 @dataclass(slots=True)
@@ -109,6 +111,8 @@ class CallSession:
         node: str,
         lead_ms: int,
         limits: CallLimits | None = None,
+        send_path: AudioSendPath | None = None,
+        connected_at: float | None = None,
     ) -> None:
         self.info = info
         self.socket = socket
@@ -117,8 +121,9 @@ class CallSession:
         self.node = node
         self.corr = Correlation.new_call(info.call_id, info.session_id, info.agent_id)
         self._lead_s = lead_ms / 1000
-        self._seq = 0
+        self._seq = 0  # 20 ms frames published so far: the next record's seq
         self._pending_in = np.zeros(0, dtype=np.int16)
+        self._pending_ts = 0  # when the first sample of _pending_in arrived
         self._queue: deque[_Chunk] = deque()
         self._wake = asyncio.Event()
         self._cleared_through = -1
@@ -131,7 +136,12 @@ class CallSession:
         self.end_reason = ""
         self.turn_latencies: list[Any] = []  # TurnLatency records of this call, for the JSON API
         self.limits = limits or CallLimits()
-        self._audio_budget = AudioBudget(BUS_RATE, self.limits.audio_speed, self.limits.audio_burst_s)
+        if self.limits.record_ms % FRAME_MS or self.limits.record_ms <= 0:
+            raise ValueError(f"record_ms must be a multiple of {FRAME_MS} ms, not {self.limits.record_ms}")
+        self._record_samples = FRAME_SAMPLES * (self.limits.record_ms // FRAME_MS)
+        self.send_path = send_path
+        self._audio_budget = AudioBudget(BUS_RATE, self.limits.audio_speed, self.limits.audio_burst_s,
+                                         started=connected_at)
         self._dtmf_budget = TokenBucket(self.limits.dtmf_per_s, max(self.limits.dtmf_per_s, 1.0))
         self.on_agent_audio: Callable[[], None] | None = None  # the socket's media timeout counts agent audio too
 
@@ -167,6 +177,10 @@ class CallSession:
             return
         self.ended.set()
         self.end_reason = reason
+        try:
+            await self._flush_audio()
+        except Exception:
+            logger.exception("could not publish the call's last audio")
         if self._playout:
             self._playout.cancel()
         metrics.ACTIVE_CALLS.labels(self.info.channel).dec()
@@ -199,9 +213,9 @@ class CallSession:
             metrics.BAD_INPUT.labels(self.info.channel, "publish_failed").inc()
 
     async def caller_audio(self, samples: np.ndarray) -> None:
-        """Bus-rate samples from the caller, any length; published as 20 ms frames, at most
-        ``audio_speed`` × real time (the excess is dropped and counted: no caller makes the bus
-        carry minutes of audio in a second)."""
+        """Bus-rate samples from the caller, any length; published in records of ``record_ms``, at most
+        ``audio_speed`` × the call's age (the excess is dropped and counted: no caller makes the bus
+        carry minutes of audio in a second). Never waits on Kafka: records go to the node's send path."""
         if self.ended.is_set():
             return  # nothing is published for a call that has ended
         allowed = self._audio_budget.allow(len(samples))
@@ -209,24 +223,52 @@ class CallSession:
             metrics.BAD_INPUT.labels(self.info.channel, "audio_too_fast").inc()
             metrics.CALLER_AUDIO_DROPPED.labels(self.info.channel).inc((len(samples) - allowed) / BUS_RATE)
             samples = samples[:allowed]
-        buf = np.concatenate([self._pending_in, samples]) if len(self._pending_in) else samples
-        n = len(buf) // FRAME_SAMPLES
-        ts = now_us()
+        if not len(samples):
+            return
+        now = now_us()
+        if len(self._pending_in):
+            buf = np.concatenate([self._pending_in, samples])
+        else:
+            buf, self._pending_ts = samples, now
+        size = self._record_samples
+        n = len(buf) // size
         for i in range(n):
-            frame = buf[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
-            record = AudioFrame(
-                self.info.call_id,
-                self._seq,
-                ts,
-                BUS_RATE,
-                array_to_pcm16(frame),
-                self.reply_partition,
-                self._playing_turn,
-            )
-            self._seq += 1
-            fut = await self.publisher.send(record, self.corr)
-            fut.add_done_callback(self._sent)
-        self._pending_in = buf[n * FRAME_SAMPLES :].copy()
+            # a record's time is its first frame's arrival; those after the first began in this message
+            await self._publish_audio(buf[i * size : (i + 1) * size], self._pending_ts if i == 0 else now)
+        if n:
+            self._pending_ts = now
+        self._pending_in = buf[n * size :].copy()
+
+    @property
+    def frames_taken(self) -> int:
+        """Caller audio taken off the socket so far, in 20 ms frames (published, or gathering into a record)."""
+        return self._seq + len(self._pending_in) // FRAME_SAMPLES
+
+    async def _publish_audio(self, samples: np.ndarray, ts_us: int) -> None:
+        """One record: ``seq`` is the call's number of its first 20 ms frame, so frame k of it is seq + k."""
+        record = AudioFrame(
+            self.info.call_id, self._seq, ts_us, BUS_RATE, array_to_pcm16(samples), self.reply_partition,
+            self._playing_turn,
+        )
+        self._seq += len(samples) // FRAME_SAMPLES
+        if self.send_path is not None:
+            # the Kafka timestamp is when the record was complete: the audio.in hop then counts the wait in the
+            # send path, not the record's own gathering (its first frame's arrival is ts_us)
+            self.send_path.offer(record, self.corr, self.info.channel, now_us() // 1000, self._sent)
+        else:
+            (await self.publisher.send(record, self.corr)).add_done_callback(self._sent)
+
+    async def _flush_audio(self) -> None:
+        """At the end of a call: publish the whole 20 ms frames still gathering into a record (a short last
+        record: the end of the caller's speech matters most), and let the send path hand over the call's
+        audio before call_ended follows it."""
+        whole = len(self._pending_in) // FRAME_SAMPLES * FRAME_SAMPLES
+        if whole:
+            await self._publish_audio(self._pending_in[:whole], self._pending_ts)
+        self._pending_in = np.zeros(0, dtype=np.int16)
+        if self.send_path is not None and not await self.send_path.flushed(self.info.call_id, 2.0):
+            logger.warning("call ended with caller audio still queued for the producer",
+                           extra={"fields": {"samples": self.send_path.waiting(self.info.call_id)}})
 
     # -- agent audio out ---------------------------------------------------
     def agent_audio(self, out: AudioOut) -> None:

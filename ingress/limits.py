@@ -105,15 +105,29 @@ class TokenBucket:
 
 
 class AudioBudget:
-    """Caller audio of one call: ``speed`` × real time, plus ``burst_s`` of slack. Counts in samples."""
+    """Caller audio of one call: at most ``speed`` × the call's age, plus ``burst_s`` of slack. Counts in samples.
+
+    The budget is measured against the wall time since the call started, not a bucket that refills
+    only up to ``burst_s``: when this process stalls (a slow broker, a busy loop) the caller's real-time
+    audio piles up in the socket and is read in a burst afterwards, and a bucket would drop that burst
+    as "too fast" although the caller never sent faster than real time. Over the whole call the bus
+    still never carries more than ``speed`` × its duration + ``burst_s`` of one caller's audio.
+    """
 
     def __init__(self, sample_rate: int, speed: float, burst_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._bucket = TokenBucket(sample_rate * speed, sample_rate * burst_s, clock)
+                 clock: Callable[[], float] = time.monotonic, started: float | None = None) -> None:
+        self.rate = sample_rate * speed  # samples per second of call time
+        self.burst = sample_rate * burst_s
+        self.clock = clock
+        self.started = clock() if started is None else started
+        self.taken = 0
 
     def allow(self, samples: int) -> int:
         """How many of ``samples`` may be published now (whole samples)."""
-        return int(self._bucket.take(samples))
+        budget = int((self.clock() - self.started) * self.rate + self.burst) - self.taken
+        granted = max(0, min(samples, budget))
+        self.taken += granted
+        return granted
 
 
 @dataclass

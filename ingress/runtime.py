@@ -12,9 +12,11 @@ from aiokafka import AIOKafkaProducer
 from ingress.calls import CallerSocket, CallInfo, CallLimits, CallSession
 from ingress.egress import Egress
 from ingress.limits import SourceLimits, networks
+from ingress.sendpath import AudioSendPath
 from ingress.settings import IngressSettings
 from switchboard import metrics
-from switchboard.bus import Publisher, make_producer
+from switchboard.audio import BUS_RATE
+from switchboard.bus import CachedPartitioner, Publisher, make_producer
 from switchboard.redact import caller_hash_key, published_caller
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class IngressRuntime:
         self.node = f"{socket.gethostname()}-{settings.ingress_node_index}"
         self.producer: AIOKafkaProducer | None = None
         self.publisher: Publisher | None = None
+        self.send_path: AudioSendPath | None = None
         self.egress = Egress(settings, settings.ingress_node_index, settings.ingress_node_count)
         self.draining = False
         self.ready = False
@@ -40,22 +43,33 @@ class IngressRuntime:
                                     networks(settings.source_limit_exempt))
         self.trusted_proxies = networks(settings.trusted_proxies)
         self.call_limits = CallLimits(settings.max_audio_speed, settings.audio_burst_s, settings.max_dtmf_digits,
-                                      settings.max_dtmf_per_s)
+                                      settings.max_dtmf_per_s, settings.audio_record_ms)
 
     async def start(self) -> None:
         # aiokafka clients must be created inside the running loop
-        self.producer = make_producer(self.settings)
+        # large batches: while tansu answers the producer's one request in flight, every partition's audio
+        # gathers in its batch, and a full batch makes send() wait (ingress/sendpath.py)
+        self.producer = make_producer(self.settings, max_batch_size=self.settings.producer_batch_bytes,
+                                      max_request_size=max(1_048_576, 4 * self.settings.producer_batch_bytes),
+                                      partitioner=CachedPartitioner())
         self.publisher = Publisher(self.settings, self.producer, "ingress")
         await self.producer.start()
+        self.send_path = AudioSendPath(self.publisher, self.settings.audio_send_backlog_ms * BUS_RATE // 1000, BUS_RATE)
+        self.send_path.start()
         await self.egress.start()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
-        for session in list(self.egress.sessions.values()):
+        async def close(session: CallSession) -> None:
             await session.socket.close(1012, "ingress shutting down")
             await session.end("ingress_shutdown")
+
+        # at once, not one after another: each end waits (bounded) for its call's queued audio to reach the producer
+        await asyncio.gather(*(close(s) for s in list(self.egress.sessions.values())))
         await self.egress.stop()
+        if self.send_path:
+            await self.send_path.stop()
         if self.producer:
             await self.producer.stop()
 
@@ -67,7 +81,9 @@ class IngressRuntime:
         while self.egress.sessions and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.2)
 
-    async def open_call(self, info: CallInfo, sock: CallerSocket) -> CallSession:
+    async def open_call(self, info: CallInfo, sock: CallerSocket, connected_at: float | None = None) -> CallSession:
+        """Admit a call. ``connected_at`` (monotonic) is when its socket opened: the caller's audio budget runs
+        from then, so audio sent while the call was being admitted is not "too fast"."""
         if self.draining or not self.ready:
             metrics.BAD_INPUT.labels(info.channel, "not_ready").inc()
             raise Rejected(1013, "ingress is draining, try again later")
@@ -84,7 +100,7 @@ class IngressRuntime:
         info = replace(info, caller_number=number, attributes={**info.attributes, **attrs})
         session = CallSession(
             info, sock, self.publisher, self.egress.reply_partition(), self.node, self.settings.playout_lead_ms,
-            self.call_limits,
+            self.call_limits, self.send_path, connected_at,
         )
         self.egress.register(session)
         try:

@@ -29,6 +29,21 @@ class IngressSettings(ServiceSettings):
     drain_timeout_s: float = Field(
         25.0, description="on SIGTERM, how long to wait for calls to end before closing them"
     )
+    # -- caller audio to the bus (ingress/calls.py, ingress/sendpath.py; README "How a call flows") --
+    audio_record_ms: int = Field(
+        60, ge=20, le=200, multiple_of=20, description="caller audio per audio.in record, a multiple of 20 ms: "
+        "longer records cost the ingress, broker and turns less CPU per call-second, and delay the end of a turn "
+        "by up to this much minus 20 ms"
+    )
+    audio_send_backlog_ms: int = Field(
+        5000, ge=100, description="caller audio of one call that may wait for the Kafka producer (the socket's "
+        "read never waits on it; 160 KB per call at 5 s): a broker stall up to this long loses nothing, beyond it "
+        "the audio is dropped and counted in switchboard_audio_send_dropped_seconds_total"
+    )
+    producer_batch_bytes: int = Field(
+        262_144, ge=16_384, description="largest producer batch per partition: while the broker answers one "
+        "request, a partition's records gather in its batch, and a full batch would make the send wait"
+    )
     # -- authentication (ingress/auth.py, docs/security.md); `switchboard up` generates these when unset --
     auth: Literal["on", "off"] = Field("on", description="off turns every authentication check off (a loud warning "
                                        "at start-up): only for a closed test network")
@@ -66,12 +81,12 @@ class IngressSettings(ServiceSettings):
         20, ge=1, description="open call websockets one source may hold at once; more are refused (1013)"
     )
     max_audio_speed: float = Field(
-        1.5, ge=1.0, description="caller audio accepted per call, as a multiple of real time; the excess is dropped "
-        "and counted"
+        1.5, ge=1.0, description="caller audio accepted per call, as a multiple of the call's age (time since its "
+        "socket opened); the excess is dropped and counted"
     )
     audio_burst_s: float = Field(
-        5.0, ge=0.1, description="caller audio a call may send ahead of that pace at once (a network or event-loop "
-        "stall of up to this long loses nothing)"
+        5.0, ge=0.1, description="caller audio a call may send ahead of that pace (the budget counts from the call's "
+        "start, so audio that piled up while this node stalled is never dropped)"
     )
     max_dtmf_digits: int = Field(4, ge=1, description="DTMF digits taken from one message; the rest are dropped")
     max_dtmf_per_s: float = Field(10.0, gt=0, description="DTMF digits taken per second of a call")

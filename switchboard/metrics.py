@@ -39,6 +39,17 @@ CALLER_AUDIO_DROPPED = Counter(
     "switchboard_caller_audio_dropped_seconds_total", "caller audio dropped for arriving faster than the cap",
     ["channel"]
 )
+# the ingress's send path (ingress/sendpath.py): caller audio waiting for, or lost on the way to, the producer
+AUDIO_SEND_QUEUED = Gauge("switchboard_audio_send_queued_records", "caller audio records waiting for the producer")
+AUDIO_SEND_DROPPED = Counter(
+    "switchboard_audio_send_dropped_seconds_total", "caller audio dropped because its call's send backlog was full",
+    ["channel"]
+)
+AUDIO_SEND_FAILED = Counter("switchboard_audio_send_failed_total", "caller audio records the producer refused")
+# an audio.in record carries N × 20 ms (SWITCHBOARD_AUDIO_RECORD_MS): what was consumed, in caller frames
+CALLER_FRAMES_CONSUMED = Counter(
+    "switchboard_caller_frames_consumed_total", "20 ms caller audio frames consumed from audio.in", ["service"]
+)
 AUTH_REFUSED = Counter(
     "switchboard_auth_refused_total", "requests refused by authentication (ingress/auth.py)", ["entry", "reason"]
 )

@@ -47,7 +47,7 @@ class Topic:
 
 
 CALLS = Topic("calls", r.CallEvent, 30 * DAY_MS, "call lifecycle and playback events")
-AUDIO_IN = Topic("audio.in", r.AudioFrame, HOUR_MS, "caller audio, PCM16 16 kHz, 20 ms frames")
+AUDIO_IN = Topic("audio.in", r.AudioFrame, HOUR_MS, "caller audio, PCM16 16 kHz, records of one or more 20 ms frames")
 TURNS = Topic("turns", r.TurnEvent, 30 * DAY_MS, "speech started, end of turn, barge-in")
 SPEECH = Topic("speech", r.SpeechChunk, HOUR_MS, "a turn's caller audio for STT")
 TRANSCRIPTS = Topic("transcripts", r.Transcript, 30 * DAY_MS, "partial and final transcripts")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from fastapi import WebSocket
@@ -63,6 +64,7 @@ def call_info(ws: WebSocket, meta: wire.AudioMetadata, rt: IngressRuntime) -> Ca
 
 async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
     await ws.accept()
+    connected_at = time.monotonic()  # the caller's audio budget runs from here (ingress/limits.py AudioBudget)
     session: CallSession | None = None
     meta: wire.AudioMetadata | None = None
     upsample: Resampler | None = None
@@ -95,7 +97,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                 if not info.call_id:
                     raise ProtocolError(1008, "no callConnectionId and no subscriptionId", "malformed")
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
-                session = await rt.open_call(info, AcsSocket(ws, meta.sample_rate))
+                session = await rt.open_call(info, AcsSocket(ws, meta.sample_rate), connected_at)
                 session.on_agent_audio = inbox.media
             elif isinstance(event, wire.DtmfData) and session is not None:
                 await session.dtmf(event.digits)

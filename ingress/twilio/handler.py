@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from fastapi import WebSocket
@@ -41,6 +42,7 @@ class TwilioSocket(CallerWebSocket):
 
 async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None = None) -> None:
     await ws.accept()
+    connected_at = time.monotonic()  # the caller's audio budget runs from here (ingress/limits.py AudioBudget)
     session: CallSession | None = None
     upsample = Resampler(wire.MULAW_RATE, BUS_RATE)
     reason = "socket_closed"
@@ -89,7 +91,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
                     },
                 )
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
-                session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid))
+                session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid), connected_at)
                 session.on_agent_audio = inbox.media
             elif isinstance(event, wire.Dtmf):
                 if session is not None:

@@ -1,9 +1,11 @@
 """Caller frames consumed by the pipeline: the turns workers' own counter, before and after a run.
 
-Every Twilio media message becomes exactly one 20 ms ``audio.in`` record at the ingress (8 kHz →
-16 kHz gives 320 samples per 160), and the turns processor counts each record it consumes in
-``switchboard_records_consumed_total{service="turns",topic="audio.in"}``. The difference of that
-counter (summed over the turns workers) across a run is what the pipeline consumed; frames sent
+Every Twilio media message is 20 ms of audio (8 kHz → 16 kHz gives 320 samples per 160); the ingress
+publishes it in ``audio.in`` records of ``SWITCHBOARD_AUDIO_RECORD_MS`` (one or more 20 ms frames), and
+the turns processor counts the 20 ms frames it consumes in
+``switchboard_caller_frames_consumed_total{service="turns"}`` (a stack without that counter: its
+records, ``switchboard_records_consumed_total{service="turns",topic="audio.in"}``, one frame each). The
+difference of that counter (summed over the turns workers) across a run is what the pipeline consumed; frames sent
 minus that is what was lost. Why this and not counting the run's call IDs on the bus: it is
 what the pipeline actually consumed (not merely what reached the broker), it costs nothing
 during the run, and it stays cheap at 500 callers × 50 frames/s, where re-reading the topic
@@ -22,8 +24,16 @@ COUNTER = "switchboard_records_consumed_total"
 _LINE = re.compile(rf'^{COUNTER}\{{([^}}]*)\}} (\S+)$', re.M)
 
 
+FRAMES_COUNTER = "switchboard_caller_frames_consumed_total"
+_FRAMES_LINE = re.compile(rf'^{FRAMES_COUNTER}\{{([^}}]*)\}} (\S+)$', re.M)
+
+
 def parse_consumed(text: str, service: str = "turns", topic: str = "audio.in") -> float:
-    """The counter's value in one Prometheus text exposition (0 when absent)."""
+    """20 ms caller frames consumed, in one Prometheus text exposition (0 when absent): the frames counter
+    when the worker has it, else its audio.in records (from the days a record was one frame)."""
+    frames = [float(v) for labels, v in _FRAMES_LINE.findall(text) if f'service="{service}"' in labels]
+    if frames:
+        return sum(frames)
     total = 0.0
     for labels, value in _LINE.findall(text):
         if f'service="{service}"' in labels and f'topic="{topic}"' in labels:

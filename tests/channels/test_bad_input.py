@@ -150,14 +150,15 @@ async def test_bad_input_on_other_sockets_leaves_healthy_calls_streaming(lone_in
             acs_close_on(ing, "{bad"), acs_close_on(ing, acs.audio_message(SILENCE_20MS_16K, "t", "x")),
             json_close_on(ing, "[]"), json_close_on(ing, json.dumps({"type": "nope"})),
         )
-        for _ in range(10):  # 200 ms on each healthy call, after the others failed
+        per = ing.settings.audio_record_ms // 20  # 20 ms frames per audio.in record
+        for _ in range(4 * per):  # four records on each healthy call, after the others failed
             await acs_ws.send(acs.audio_message(SILENCE_20MS_16K, "t", "4:+1555", silent=True))
             await api_ws.send(json.dumps({"type": "audio_chunk", "data": acs.base64.b64encode(SILENCE_20MS_16K)
                                           .decode(), "timestamp": 0}))
-        acs_frames = await records_of(ing.settings, AUDIO_IN, acs_id, at_least=10)
-        api_frames = await records_of(ing.settings, AUDIO_IN, session["call_id"], at_least=10)
+        acs_frames = await records_of(ing.settings, AUDIO_IN, acs_id, at_least=4)
+        api_frames = await records_of(ing.settings, AUDIO_IN, session["call_id"], at_least=4)
         runtime = ing.app.state.runtime
         assert {acs_id, session["call_id"]} <= set(runtime.egress.sessions)
-    assert len(acs_frames) == 10 and len(api_frames) == 10
-    assert all(isinstance(f, AudioFrame) and f.pcm == SILENCE_20MS_16K for f in acs_frames + api_frames)
+    assert len(acs_frames) == 4 and len(api_frames) == 4
+    assert all(isinstance(f, AudioFrame) and f.pcm == SILENCE_20MS_16K * per for f in acs_frames + api_frames)
 

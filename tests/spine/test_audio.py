@@ -33,6 +33,20 @@ def test_streaming_resampler_equals_whole_signal_resampling(src, dst):
     assert len(streamed) == len(x) * dst // src
 
 
+@pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (16000, 48000), (8000, 24000)])
+def test_integer_upsampling_takes_a_faster_path_with_the_same_result(src, dst):
+    x = (np.random.default_rng(7).standard_normal(src * 2) * 6000).astype(np.int16)
+    frame = src // 50
+    fast, general = Resampler(src, dst), Resampler(src, dst)
+    out_fast, out_general = [], []
+    for i in range(0, len(x), frame):
+        out_fast.append(fast.process(x[i : i + frame]))
+        h = np.concatenate([general._history, x[i : i + frame].astype(np.float32)])
+        out_general.append(general._polyphase(h, len(x[i : i + frame])))
+    diff = np.abs(np.concatenate(out_fast).astype(int) - np.concatenate(out_general))
+    assert diff.max() <= 1, "the same filter: only float rounding may differ"
+
+
 @pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (16000, 8000), (22050, 16000)])
 def test_resampling_keeps_the_level_of_an_in_band_tone(src, dst):
     y = resample(_tone(src), src, dst)
