@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from switchboard.broker import EmbeddedBroker, free_port
+from switchboard.broker import EmbeddedBroker, free_port, listen_port
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
 
@@ -128,8 +128,8 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="switchboard-idle-"))
     settings = ServiceSettings(topic_prefix=f"idle{uuid.uuid4().hex[:6]}.")
     own_db = {"SWITCHBOARD_CLICKHOUSE_DSN": f"chdb://{run_dir / 'clickhouse'}"}  # not the checkout's
-    stack = Stack(settings, ingress_port=free_port(), broker_port=free_port(), run_dir=run_dir, extra_env=own_db)
-    stack._next_metrics_port = free_port()
+    stack = Stack(settings, ingress_port=listen_port(), broker_port=free_port(), run_dir=run_dir, extra_env=own_db)
+    stack._next_metrics_port = listen_port()
     try:
         stack.start(embedded=True)
         stack.wait_ready()

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from switchboard.broker import EmbeddedBroker, free_port
+from switchboard.broker import EmbeddedBroker, listen_port
 from switchboard.cli import main
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
@@ -30,8 +30,8 @@ def run(load_args: list[str]) -> int:
         run_dir = Path(tmp)
         broker = EmbeddedBroker(log_path=run_dir / "tansu.log").start()
         settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"load{uuid.uuid4().hex[:6]}.")
-        stack = Stack(settings, ingress_port=free_port(), run_dir=run_dir, only=SPINE, extra_env=LOAD_TEST_ENV)
-        stack._next_metrics_port = free_port()
+        stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=SPINE, extra_env=LOAD_TEST_ENV)
+        stack._next_metrics_port = listen_port()
         try:
             stack.start(embedded=False)
             stack.wait_ready()

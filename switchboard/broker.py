@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import time
@@ -15,6 +16,29 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def listen_port(host: str = "127.0.0.1", low: int = 20_000, high: int = 32_000) -> int:
+    """A free port for a server another process binds a little later (a worker's /metrics, a test ingress).
+
+    Picked below Linux's ephemeral range (32768-60999): a port from ``free_port`` is in that range, and in
+    the seconds a worker takes to start, an outgoing connection (a Kafka client's) may be given it, so the
+    worker's bind fails with EADDRINUSE. Below the range only another listener can take it."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(low, high)
+        if can_bind(host, port):
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def can_bind(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def port_open(host: str, port: int) -> bool:

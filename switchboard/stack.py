@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard.broker import EmbeddedBroker, port_open
+from switchboard.broker import EmbeddedBroker, can_bind, port_open
 from switchboard.bus import create_topics
 from switchboard.credentials import ClientCredentials, StackCredentials, auth_off
 from switchboard.services import SERVICES, Service
@@ -124,7 +124,8 @@ class Stack:
     def spawn(self, service: Service) -> Worker:
         index = sum(1 for w in self.workers if w.service is service)
         port = 0 if service.name == "ingress" else self._next_metrics_port
-        while port and port_open("127.0.0.1", port):  # taken by another program: its answers are not our metrics
+        # taken by another program (its answers are not our metrics), or bound by a client socket
+        while port and (port_open("127.0.0.1", port) or not can_bind("127.0.0.1", port)):
             port += 1
         if port:
             self._next_metrics_port = port + 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import websockets
 
-from switchboard.broker import EmbeddedBroker, free_port
+from switchboard.broker import EmbeddedBroker, listen_port
 from switchboard.credentials import ClientCredentials
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
@@ -23,8 +23,8 @@ from switchboard.twilio_client import open_media_stream
 def running_stack(broker: EmbeddedBroker, tmp_dir, only: tuple[str, ...] = (), **env: str) -> Iterator[Stack]:
     """The stack's credentials are generated in ``tmp_dir``; clients take ``stack.client_credentials``."""
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"p{uuid.uuid4().hex[:8]}.")
-    stack = Stack(settings, ingress_port=free_port(), run_dir=tmp_dir, only=only, extra_env=env)
-    stack._next_metrics_port = free_port()
+    stack = Stack(settings, ingress_port=listen_port(), run_dir=tmp_dir, only=only, extra_env=env)
+    stack._next_metrics_port = listen_port()
     try:
         stack.start(embedded=False)
         stack.wait_ready()

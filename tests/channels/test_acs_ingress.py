@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import numpy as np
@@ -36,9 +37,16 @@ async def test_acs_24khz_audio_reaches_the_bus_as_16khz_frames_and_silent_packet
         await ws.send(acs.metadata_message("sub-24k", sample_rate=24000))
         for i in range(20):  # 200 ms of tone, then 200 ms flagged silent (its data must be ignored)
             await ws.send(acs.audio_message(tone, "t", "4:+1555", silent=i >= 10))
-        frames = await records_of(lone_ingress.settings, AUDIO_IN, connection_id, at_least=19)
-    assert {(f.sample_rate, len(f.pcm)) for f in frames} == {(16000, 640)}
-    levels = [np.abs(np.frombuffer(f.pcm, "<i2")).max() for f in frames]
+        # records carry SWITCHBOARD_AUDIO_RECORD_MS (60 ms by default): 360 ms of the 400 are complete records
+        records = await records_of(lone_ingress.settings, AUDIO_IN, connection_id, at_least=6)
+    records.sort(key=lambda r: r.seq)
+    assert {r.sample_rate for r in records} == {16000}
+    assert all(len(r.pcm) % 640 == 0 for r in records), "whole 20 ms frames of 16 kHz PCM16"
+    for before, after in itertools.pairwise(records):
+        assert after.seq == before.seq + len(before.pcm) // 640, "seq numbers the record's first 20 ms frame"
+    pcm = np.frombuffer(b"".join(r.pcm for r in records), "<i2")
+    levels = [np.abs(pcm[i : i + 320]).max() for i in range(0, len(pcm), 320)]
+    assert len(levels) >= 18
     assert min(levels[1:9]) > 6000, "the tone did not come through"
     assert max(levels[11:]) == 0, "a silent packet's data was published"
 

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from switchboard import codec
-from switchboard.broker import free_port
+from switchboard.broker import listen_port
 from switchboard.bus import Correlation, Publisher, consumer_options, make_producer, topic_name
 from switchboard.records import (
     AgentReply,
@@ -65,8 +65,8 @@ async def agent_service(broker, llm, tmp_path) -> AsyncIterator[tuple[ServiceSet
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"e{uuid.uuid4().hex[:8]}.")
     env = {"SWITCHBOARD_AGENT_ENGINE": "openai", "SWITCHBOARD_LLM_BASE_URL": llm.url,
            "SWITCHBOARD_LLM_API_KEY": "sk-test", "SWITCHBOARD_LLM_RETRIES": "0"}
-    stack = Stack(settings, ingress_port=free_port(), run_dir=tmp_path, only=("agent",), extra_env=env)
-    stack._next_metrics_port = free_port()
+    stack = Stack(settings, ingress_port=listen_port(), run_dir=tmp_path, only=("agent",), extra_env=env)
+    stack._next_metrics_port = listen_port()
     await asyncio.to_thread(stack.start, False)
     producer = make_producer(settings)
     try:
