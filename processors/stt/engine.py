@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from switchboard.inference import run_inference
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +38,29 @@ class SpeechToText(Protocol):
     name: str
 
     def open(self, language: str, sample_rate: int) -> SttStream: ...
+
+
+class WholeTurnStream:
+    """A turn recognised in one pass at its end (the offline engines): audio is kept until ``finish``, which
+    decodes it on the inference pool; a turn shorter than ``min_samples`` holds no word and gives ""."""
+
+    def __init__(self, transcribe: Callable[[np.ndarray], str], language: str, sample_rate: int,
+                 min_samples: int = 1) -> None:
+        self.transcribe = transcribe
+        self.language = language
+        self.sample_rate = sample_rate
+        self.min_samples = min_samples
+        self.parts: list[np.ndarray] = []
+
+    async def push(self, samples: np.ndarray) -> list[SttResult]:
+        self.parts.append(samples)
+        return []
+
+    async def finish(self) -> SttResult:
+        audio = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
+        self.parts = []
+        text = await run_inference(self.transcribe, audio) if len(audio) >= self.min_samples else ""
+        return SttResult(text, True, len(audio) * 1000 // self.sample_rate, self.language)
+
+    async def cancel(self) -> None:
+        self.parts.clear()

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.stt.engine import SttResult
+from processors.stt.engine import WholeTurnStream
 from processors.stt.moonshine_convert import model_dir, require
-from switchboard.inference import run_inference
 
 logger = logging.getLogger(__name__)
 
@@ -111,34 +110,13 @@ class MoonshineModel:
         return pieces.decode("utf-8", errors="replace").replace("\u2581", " ").strip()
 
 
-class MoonshineStream:
-    def __init__(self, model: MoonshineModel, language: str, sample_rate: int) -> None:
-        self.model = model
-        self.language = language
-        self.sample_rate = sample_rate
-        self.parts: list[np.ndarray] = []
-
-    async def push(self, samples: np.ndarray) -> list[SttResult]:
-        self.parts.append(samples)
-        return []
-
-    async def finish(self) -> SttResult:
-        audio = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
-        self.parts = []
-        text = await run_inference(self.model.transcribe, audio) if len(audio) >= MIN_SAMPLES else ""
-        return SttResult(text, True, len(audio) * 1000 // self.sample_rate, self.language)
-
-    async def cancel(self) -> None:
-        self.parts.clear()
-
-
 class MoonshineEngine:
     name = "moonshine"
 
     def __init__(self, models_dir: str = "", threads: int = 1) -> None:
         self.model = MoonshineModel(model_dir(models_dir), threads)
 
-    def open(self, language: str, sample_rate: int) -> MoonshineStream:
+    def open(self, language: str, sample_rate: int) -> WholeTurnStream:
         if sample_rate != RATE:
             raise ValueError(f"moonshine needs {RATE} Hz audio, got {sample_rate}")
-        return MoonshineStream(self.model, language, sample_rate)
+        return WholeTurnStream(self.model.transcribe, language, sample_rate, MIN_SAMPLES)

@@ -4,28 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from processors.stt.engine import SttResult
-from switchboard.inference import run_inference
-
-
-class WhisperStream:
-    def __init__(self, engine: WhisperEngine, language: str, sample_rate: int) -> None:
-        self.engine = engine
-        self.language = language
-        self.sample_rate = sample_rate
-        self.parts: list[np.ndarray] = []
-
-    async def push(self, samples: np.ndarray) -> list[SttResult]:
-        self.parts.append(samples)
-        return []
-
-    async def finish(self) -> SttResult:
-        audio = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
-        text = await run_inference(self.engine.transcribe, audio) if len(audio) else ""
-        return SttResult(text, True, len(audio) * 1000 // self.sample_rate, self.language)
-
-    async def cancel(self) -> None:
-        self.parts.clear()
+from processors.stt.engine import WholeTurnStream
 
 
 class WhisperEngine:
@@ -50,7 +29,7 @@ class WhisperEngine:
         )
         return " ".join(s.text.strip() for s in segments).strip()
 
-    def open(self, language: str, sample_rate: int) -> WhisperStream:
+    def open(self, language: str, sample_rate: int) -> WholeTurnStream:
         if sample_rate != 16_000:
             raise ValueError(f"whisper needs 16 kHz audio, got {sample_rate}")
-        return WhisperStream(self, language, sample_rate)
+        return WholeTurnStream(self.transcribe, language, sample_rate)
