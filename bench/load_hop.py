@@ -11,18 +11,12 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import urllib.request
-import uuid
-from pathlib import Path
 
-from switchboard.broker import EmbeddedBroker, listen_port
+from load_stack import load_stack  # bench/ is on the path when this script runs
+
 from switchboard.cli import main
-from switchboard.settings import ServiceSettings
-from switchboard.stack import Stack
 
-SPINE = ("ingress", "turns", "stt", "agent", "tts")
-LOAD_TEST_ENV = {"SWITCHBOARD_MAX_CALLS": "1000", "SWITCHBOARD_SOURCE_LIMIT_EXEMPT": "127.0.0.1/32"}
 HOP = re.compile(r'^switchboard_bus_hop_seconds_bucket\{le="([^"]+)",service="turns",topic="audio.in"\} (\S+)$', re.M)
 COUNT = re.compile(r'^(switchboard_(?:records|caller_frames)_consumed_total)\{([^}]*)\} (\S+)$', re.M)
 
@@ -51,15 +45,8 @@ def quantile(cumulative: dict[float, float], q: float) -> float:
 
 
 def run(load_args: list[str]) -> int:
-    with tempfile.TemporaryDirectory(prefix="switchboard-load-") as tmp:
-        run_dir = Path(tmp)
-        broker = EmbeddedBroker(log_path=run_dir / "tansu.log").start()
-        settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"load{uuid.uuid4().hex[:6]}.")
-        stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=SPINE, extra_env=LOAD_TEST_ENV)
-        stack._next_metrics_port = listen_port()
+    with load_stack() as (stack, run_dir):
         try:
-            stack.start(embedded=False)
-            stack.wait_ready()
             turns = [f"http://127.0.0.1:{w.metrics_port}/metrics" for w in stack.workers if w.service.name == "turns"]
             before = [buckets(scrape(u)) for u in turns]
             code = main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
@@ -79,8 +66,6 @@ def run(load_args: list[str]) -> int:
                         print(f"  {name}{{{labels}}} {value}")
             return code
         finally:
-            stack.stop()
-            broker.stop()
             if keep := os.environ.get("LOAD_HOP_KEEP"):  # the services' logs, for a post-mortem
                 shutil.copytree(run_dir, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.json"))
 

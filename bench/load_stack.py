@@ -11,9 +11,11 @@ against it with the arguments given, and stops everything. Nothing of ``.switchb
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from switchboard.broker import EmbeddedBroker, listen_port
@@ -25,7 +27,10 @@ SPINE = ("ingress", "turns", "stt", "agent", "tts")
 LOAD_TEST_ENV = {"SWITCHBOARD_MAX_CALLS": "1000", "SWITCHBOARD_SOURCE_LIMIT_EXEMPT": "127.0.0.1/32"}
 
 
-def run(load_args: list[str]) -> int:
+@contextlib.contextmanager
+def load_stack() -> Iterator[tuple[Stack, Path]]:
+    """A fresh load-test stack: its own tansu, the spine services on free ports, credentials in a temporary
+    directory; stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="switchboard-load-") as tmp:
         run_dir = Path(tmp)
         broker = EmbeddedBroker(log_path=run_dir / "tansu.log").start()
@@ -36,10 +41,15 @@ def run(load_args: list[str]) -> int:
             stack.start(embedded=False)
             stack.wait_ready()
             print(f"load-test stack up on {stack.http_base} (tansu {broker.bootstrap})", flush=True)
-            return main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
+            yield stack, run_dir
         finally:
             stack.stop()
             broker.stop()
+
+
+def run(load_args: list[str]) -> int:
+    with load_stack() as (stack, run_dir):
+        return main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
 
 
 if __name__ == "__main__":
