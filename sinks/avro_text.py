@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, NamedTuple
 
-from switchboard.codec import DecodeError, schema_json
+from switchboard.codec import DecodeError, avro_long, schema_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,17 +120,7 @@ def cut(schema: str, text: TextField, value: bytes | None) -> Cut:
         raise DecodeError(f"string is not UTF-8: {exc}") from exc
 
 
-def _varint(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_SMALL = [_varint(n) for n in range(1 << 13)]  # sizes and partitions: two bytes at most
+_SMALL = [avro_long(n) for n in range(1 << 13)]  # sizes and partitions: two bytes at most
 
 
 def varint(n: int) -> bytes:
@@ -142,7 +132,7 @@ def varint(n: int) -> bytes:
         if z < 1 << 21:
             return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14))
         return bytes((z & 0x7F | 0x80, z >> 7 & 0x7F | 0x80, z >> 14 & 0x7F | 0x80, z >> 21))
-    return _varint(n)
+    return avro_long(n)
 
 
 def string(s: str) -> bytes:

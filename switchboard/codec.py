@@ -76,7 +76,7 @@ def _to_avro(value: Any) -> Any:
     return value
 
 
-def _long(n: int) -> bytes:
+def avro_long(n: int) -> bytes:
     """Avro int/long: zig-zag, then base-128 varint."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
@@ -92,9 +92,9 @@ def _encode_audio_frame(r: AudioFrame) -> bytes:
     busy node), and the generic path (dataclass → dict → fastavro) costs several times this. Same bytes as
     fastavro's (tests/spine/test_codec.py), in the schema's field order, checked below at import."""
     call_id = r.call_id.encode()
-    tail = b"\x00" if r.agent_turn_seq is None else b"\x02" + _long(r.agent_turn_seq)
-    return b"".join((_long(len(call_id)), call_id, _long(r.seq), _long(r.ts_us), _long(r.sample_rate),
-                     _long(len(r.pcm)), r.pcm, _long(r.reply_partition), tail))
+    tail = b"\x00" if r.agent_turn_seq is None else b"\x02" + avro_long(r.agent_turn_seq)
+    return b"".join((avro_long(len(call_id)), call_id, avro_long(r.seq), avro_long(r.ts_us), avro_long(r.sample_rate),
+                     avro_long(len(r.pcm)), r.pcm, avro_long(r.reply_partition), tail))
 
 
 _FAST_ENCODERS: dict[type, Any] = {}
