@@ -4,7 +4,8 @@ It lives in the shared core so that the STT processor can redact transcripts bef
 the bus (``SWITCHBOARD_REDACT_TRANSCRIPTS``), the sink before they reach ClickHouse, and every
 service its logs, without one layer importing another.
 
-Kinds: card numbers (13–19 digits passing the Luhn check), US social security
+Kinds: card numbers (13–19 digits passing the Luhn check, or any 13–19 digits after a word such
+as "card" or "visa": one misheard digit must not leak the rest), US social security
 numbers, phone numbers, e-mail addresses and dates of birth — written with
 digits or spoken as words the way Whisper transcribes them ("four one one one
 …", "double five", "john dot smith at gmail dot com", "March fifteenth,
@@ -32,6 +33,9 @@ ALL_KINDS: frozenset[str] = frozenset({CARD, SSN, PHONE, EMAIL, DOB})
 TAGS = {CARD: "[CARD]", SSN: "[SSN]", PHONE: "[PHONE]", EMAIL: "[EMAIL]", DOB: "[DOB]"}
 
 SSN_CONTEXT = re.compile(r"\b(social|ssn|security)\b", re.I)
+# A card number said with one digit misheard fails the Luhn check but is still the caller's card:
+# near these words any 13-19 digit run is taken for a card.
+CARD_CONTEXT = re.compile(r"\b(card|visa|mastercard|amex|credit|debit)\b", re.I)
 PHONE_CONTEXT = re.compile(r"\b(phone|number|call|reach|cell|mobile|contact|text)\b", re.I)
 BIRTH_CONTEXT = re.compile(r"\b(born|birth|dob|d\.o\.b|birthday)\b", re.I)
 
@@ -164,7 +168,7 @@ class Redactor:
     def _classify(self, text: str, run: Run) -> str | None:
         d = run.digits
         before = text[max(0, run.start - 60):run.start]
-        if CARD in self.kinds and 13 <= len(d) <= 19 and luhn_ok(d):
+        if CARD in self.kinds and 13 <= len(d) <= 19 and (luhn_ok(d) or CARD_CONTEXT.search(before)):
             return CARD
         if SSN in self.kinds and len(d) == 9:
             if SSN_CONTEXT.search(before):

@@ -52,6 +52,9 @@ CASES = [
     (CARD, "Yeah it's four one one one, one one one one, one one one one, one one one one.", "Yeah it's [CARD]."),
     (CARD, "The Amex is 3782 822463 10005 if that helps", "The Amex is [CARD] if that helps"),
     (CARD, "Card is 5500 0000 0000 0004 and the expiry is 12 27.", "Card is [CARD] and the expiry is 12 27."),
+    # one digit misheard breaks the Luhn check; after "card" the run is still the caller's card
+    (CARD, "My card is 4505,55,671,234,5678.", "My card is [CARD]."),
+    (CARD, "Card 4111 1111 1111 1112 is what the letter says", "Card [CARD] is what the letter says"),
     (CARD, "رقم البطاقة ٤١١١ ١١١١ ١١١١ ١١١١", "رقم البطاقة [CARD]"),  # digits of another script
     (SSN, "My social is 123-45-6789.", "My social is [SSN]."),
     (SSN, "Social security number, one two three, four five, six seven eight nine.",
@@ -96,7 +99,7 @@ def test_the_luhn_check_accepts_exactly_the_numbers_whose_check_digit_is_right(d
     "Oh, I need to cancel my appointment for Friday at 10.",
     "I have 3 kids and my order number is 12345.",
     "Is the clinic at 221 Baker Street open on Saturday?",
-    "Card 4111 1111 1111 1112 is what the letter says",  # fails the Luhn check
+    "Reference 4111 1111 1111 1112 is what the letter says",  # fails the Luhn check, and no card is named
     "I'll meet you at noon dot",
 ])
 def test_ordinary_call_center_speech_is_left_alone(redact: Redactor, text: str) -> None:
