@@ -2,7 +2,7 @@
 
 Starts its own tansu and the spine services (ingress, turns, stt, agent, tts) on free loopback ports,
 with the settings of a load-test stack (``SWITCHBOARD_MAX_CALLS=1000``, the generator's address exempt
-from the per-source limits) and its credentials in a temporary directory, runs ``switchboard load``
+from the per-source limits, no silence prompts) and its credentials in a temporary directory, runs ``switchboard load``
 against it with the arguments given, and stops everything. Nothing of ``.switchboard/`` is touched.
 
     .venv/bin/python bench/load_stack.py --callers 20 --ramp 5 --turns 2 --duration 120
@@ -24,7 +24,14 @@ from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
 
 SPINE = ("ingress", "turns", "stt", "agent", "tts")
-LOAD_TEST_ENV = {"SWITCHBOARD_MAX_CALLS": "1000", "SWITCHBOARD_SOURCE_LIMIT_EXEMPT": "127.0.0.1/32"}
+# The silence timers are off: a --silent run measures the bus path, and its callers must stay on the line
+# (with the defaults they would be asked "Are you still there?" at 8 s and let go at 30 s).
+LOAD_TEST_ENV = {
+    "SWITCHBOARD_MAX_CALLS": "1000",
+    "SWITCHBOARD_SOURCE_LIMIT_EXEMPT": "127.0.0.1/32",
+    "SWITCHBOARD_SILENCE_PROMPT_S": "0",
+    "SWITCHBOARD_SILENCE_HANGUP_S": "0",
+}
 
 
 @contextlib.contextmanager

@@ -16,10 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ingress.filler import PlaybackPolicy, SpeechCue
 from ingress.limits import AudioBudget, TokenBucket
 from ingress.protocol import DTMF_DIGITS
 from ingress.sendpath import AudioSendPath
-from switchboard import metrics
+from ingress.silence import CLOSE, PROMPT, SilencePolicy, SilenceTimer
+from switchboard import metrics, tracing
 from switchboard.audio import BUS_RATE, array_to_pcm16
 from switchboard.bus import Correlation, Publisher
 from switchboard.latency import turn_latency
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 FRAME_MS = 20
 FRAME_SAMPLES = BUS_RATE * FRAME_MS // 1000
+FILLER_TURN = -1  # the filler's place in the playback queue: before every reply, cleared by any clear
+HANDOFF_KEY = "0"  # the key the agent hands off on, at any time (processors/agent/policy.py): the call ends "handoff"
 
 
 class CallerSocket(Protocol):
@@ -61,6 +65,8 @@ class _Chunk:
     end: bool = False
     end_call: bool = False
     timings: Timings | None = None
+    filler: bool = False
+    trace: tuple[str, int] | None = None  # tracing on: the record's traceparent and its arrival here (ns)
 
 
 class _HungUp:
@@ -120,6 +126,7 @@ class CallSession:
         self.reply_partition = reply_partition
         self.node = node
         self.corr = Correlation.new_call(info.call_id, info.session_id, info.agent_id)
+        self._audio_window: tracing.AudioWindow | None = None  # tracing on: the caller's audio until the next answer
         self._lead_s = lead_ms / 1000
         self._seq = 0  # 20 ms frames published so far: the next record's seq
         self._pending_in = np.zeros(0, dtype=np.int16)
@@ -130,6 +137,14 @@ class CallSession:
         self._started_turns: set[int] = set()
         self._playing_turn: int | None = None
         self._reply_done = False
+        # replies are idempotent at the ingress: the newest reply accepted and its last seq (a replay repeats both)
+        self._newest_turn, self._newest_seq = -1, -1
+        self._input_seq = -1  # turn_seq of the newest key press or silence event
+        self._finished_through = -1  # playback_finished is recorded once per reply, by its END or by the drain
+        self._drained: tuple[int, float] = (-1, 0.0)  # the reply last finished by the drain, and when (monotonic)
+        self._filler: np.ndarray | None = None  # the call's filler phrase, sent by TTS at call start
+        self._agent_end_reason = "agent_hangup"  # call_ended's reason when the agent ends the call (silence, handoff)
+        self.set_policy(PlaybackPolicy())
         self._playout: asyncio.Task[None] | None = None
         self._failed_sends = 0
         self.ended = asyncio.Event()
@@ -144,6 +159,12 @@ class CallSession:
                                          started=connected_at)
         self._dtmf_budget = TokenBucket(self.limits.dtmf_per_s, max(self.limits.dtmf_per_s, 1.0))
         self.on_agent_audio: Callable[[], None] | None = None  # the socket's media timeout counts agent audio too
+
+    def set_policy(self, policy: PlaybackPolicy) -> None:
+        """The node's filler and drain settings (the egress sets them when it registers the call)."""
+        self.policy = policy
+        self._cue = SpeechCue(policy)
+        self._silence = SilenceTimer(SilencePolicy.of(policy))
 
     # -- lifecycle ---------------------------------------------------------
     def _event(self, kind: CallEventKind, turn_seq: int | None = None, reason: str | None = None) -> CallEvent:
@@ -165,7 +186,14 @@ class CallSession:
         )
 
     async def start(self) -> None:
-        await (await self.publisher.send(self._event(CallEventKind.CALL_STARTED), self.corr))
+        span = tracing.call_start(self.info.call_id, self.info.channel)
+        if span is not None:  # the call's trace starts here: every record of the call descends from this span
+            self.corr = tracing.stamp(self.corr, span)
+            self._audio_window = tracing.AudioWindow(self.corr)
+        try:
+            await (await self.publisher.send(self._event(CallEventKind.CALL_STARTED), self.corr))
+        finally:
+            tracing.end(span)
         metrics.CALLS.labels(self.info.channel).inc()
         metrics.ACTIVE_CALLS.labels(self.info.channel).inc()
         self._playout = asyncio.create_task(self._play(), name=f"playout-{self.info.call_id}")
@@ -187,6 +215,8 @@ class CallSession:
         # an ended call may be kept a while for its latencies (JSON API): not its connection, buffers or audio
         self.socket, self.on_agent_audio = _HungUp(), None
         self._queue.clear()
+        if self._audio_window is not None:
+            self._audio_window.close("call_ended")
         try:
             await (await self.publisher.send(self._event(CallEventKind.CALL_ENDED, reason=reason), self.corr))
         except Exception:
@@ -204,7 +234,18 @@ class CallSession:
         for digit in taken:
             if self.ended.is_set():
                 return
-            await self.publisher.send(self._event(CallEventKind.DTMF, reason=digit), self.corr)
+            self._silence.heard(time.monotonic())
+            if digit == HANDOFF_KEY:  # the agent hands off at once (processors/agent/policy.py): the call's end reason
+                self._agent_end_reason = "handoff"
+            # numbered like a turn, after every turn so far: the agent's answer to the key plays in order
+            event = self._event(CallEventKind.DTMF, self._input_turn(), reason=digit)
+            await self.publisher.send(event, self.corr.child(event.turn_seq or 0))
+
+    def _input_turn(self) -> int:
+        """A turn_seq for a key press or a silence: after every reply accepted so far, and before the caller's next
+        turn (the turns processor numbers a turn by its first voiced frame + 1, so from frames_taken + 1 on)."""
+        self._input_seq = max(self.frames_taken, self._newest_turn + 1, self._input_seq + 1)
+        return self._input_seq
 
     # -- caller audio in ---------------------------------------------------
     def _sent(self, fut: asyncio.Future[Any]) -> None:
@@ -225,6 +266,10 @@ class CallSession:
             samples = samples[:allowed]
         if not len(samples):
             return
+        if self._playing_turn is not None or self._queue:
+            self._cue.reset()  # speech over agent audio (or its echo) is not a turn waiting for an answer
+        elif self._cue.hear(samples):
+            self._wake.set()  # the player now has a filler deadline to keep
         now = now_us()
         if len(self._pending_in):
             buf = np.concatenate([self._pending_in, samples])
@@ -251,12 +296,13 @@ class CallSession:
             self._playing_turn,
         )
         self._seq += len(samples) // FRAME_SAMPLES
+        corr = self.corr if self._audio_window is None else self._audio_window.corr(len(samples) // FRAME_SAMPLES)
         if self.send_path is not None:
             # the Kafka timestamp is when the record was complete: the audio.in hop then counts the wait in the
             # send path, not the record's own gathering (its first frame's arrival is ts_us)
-            self.send_path.offer(record, self.corr, self.info.channel, now_us() // 1000, self._sent)
+            self.send_path.offer(record, corr, self.info.channel, now_us() // 1000, self._sent)
         else:
-            (await self.publisher.send(record, self.corr)).add_done_callback(self._sent)
+            (await self.publisher.send(record, corr)).add_done_callback(self._sent)
 
     async def _flush_audio(self) -> None:
         """At the end of a call: publish the whole 20 ms frames still gathering into a record (a short last
@@ -271,11 +317,30 @@ class CallSession:
                            extra={"fields": {"samples": self.send_path.waiting(self.info.call_id)}})
 
     # -- agent audio out ---------------------------------------------------
-    def agent_audio(self, out: AudioOut) -> None:
-        if self.ended.is_set() or out.turn_seq <= self._cleared_through:
+    def agent_audio(self, out: AudioOut, traceparent: str = "") -> None:
+        """Queue a reply's audio or END; keep the call's filler. Idempotent: a record TTS re-emits after a restart
+        repeats its (turn_seq, seq) and is dropped, and audio of a reply older than one already accepted is stale."""
+        if self.ended.is_set():
             return
+        if out.kind is AudioOutKind.FILLER:
+            if self._filler is None and out.pcm:  # the first one: TTS re-sends it when it replays call_started
+                self._filler = np.frombuffer(out.pcm, dtype="<i2")
+            return
+        if out.turn_seq <= self._cleared_through:
+            return
+        if out.turn_seq < self._newest_turn or (out.turn_seq == self._newest_turn and out.seq <= self._newest_seq):
+            metrics.AGENT_AUDIO_DROPPED.labels("stale" if out.turn_seq < self._newest_turn else "duplicate").inc()
+            return
+        drained_turn, drained_at = self._drained
+        if out.turn_seq == drained_turn and self._cue.last_loud > drained_at and out.kind is AudioOutKind.AUDIO:
+            # the rest of a reply that drained (TTS died mid-reply and came back): the caller has spoken since, so it
+            # is stale; played now it would talk over them, and their words would be taken for a barge-in
+            metrics.AGENT_AUDIO_DROPPED.labels("late").inc()
+            return
+        self._newest_turn, self._newest_seq = out.turn_seq, out.seq
         samples = np.frombuffer(out.pcm, dtype="<i2") if out.pcm else np.zeros(0, dtype=np.int16)
-        self._queue.append(_Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings))
+        self._queue.append(_Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings,
+                                  trace=(traceparent, time.time_ns()) if traceparent else None))
         self._wake.set()
 
     async def playback(self, cmd: PlaybackCommand) -> None:
@@ -291,6 +356,7 @@ class CallSession:
             metrics.BARGE_IN_REACTION.observe(max(0.0, reaction))
             turn = self._playing_turn if self._playing_turn is not None else cmd.through_turn_seq
             self._playing_turn = None
+            self._silence.played(time.monotonic())  # cut short: if no answer follows, the caller's silence counts
             await self.publisher.send(
                 self._event(CallEventKind.PLAYBACK_CLEARED, turn, reason=f"barge_in reaction {reaction * 1000:.0f} ms"),
                 self.corr.child(turn),
@@ -300,7 +366,13 @@ class CallSession:
         if self.ended.is_set():
             return
         self._started_turns.add(chunk.turn_seq)
+        if chunk.turn_seq not in self._silence.turns:  # the prompt's own audio does not restart the caller's silence
+            self._silence.speaking()
         corr = self.corr.child(chunk.turn_seq)
+        span = None if chunk.trace is None else tracing.first_audio(chunk.trace, self.info.call_id, chunk.turn_seq)
+        corr = tracing.stamp(corr, span)
+        if self._audio_window is not None:  # the agent answers: the caller's audio so far was what it answers
+            self._audio_window.close("reply")
         await self.publisher.send(self._event(CallEventKind.PLAYBACK_STARTED, chunk.turn_seq), corr)
         if chunk.timings is not None:
             t = replace(chunk.timings, egress_first_audio_us=now_us())
@@ -314,9 +386,11 @@ class CallSession:
                 if value is not None:
                     hist.observe(value / 1000)
             await self.publisher.send(lat, corr)
+        tracing.end(span)
 
     async def _play(self) -> None:
-        """Write queued agent audio at real-time pace, at most ``lead`` ahead."""
+        """Write queued agent audio at real-time pace, at most ``lead`` ahead; while nothing is queued, finish a
+        reply whose END never came and play the filler when it is due (``_idle``)."""
         clock = time.monotonic()
         loop_corr = correlation(**self.corr.log_ids())
         with loop_corr:
@@ -326,9 +400,10 @@ class CallSession:
                         await asyncio.sleep(max(0.0, clock - time.monotonic()))
                         if not self._queue:
                             await self._finished(self._playing_turn)
-                    self._wake.clear()
-                    await self._wake.wait()
-                    clock = max(clock, time.monotonic())
+                        continue
+                    await self._idle(clock)
+                    if self._queue:
+                        clock = max(clock, time.monotonic())
                     continue
                 chunk = self._queue[0]
                 if chunk.end:
@@ -339,13 +414,15 @@ class CallSession:
                         await asyncio.sleep(max(0.0, clock - time.monotonic()))
                         await self._finished(chunk.turn_seq)
                         await self.socket.close(1000, "agent ended the call")
-                        await self.end("agent_hangup")
+                        await self.end(self._agent_end_reason)
                         return
                     continue
-                if chunk.turn_seq not in self._started_turns:
-                    await self._first_audio(chunk)
-                self._playing_turn = chunk.turn_seq
-                self._reply_done = False
+                if not chunk.filler:  # the filler is no reply: frames carry no agent_turn_seq, talking over it is fine
+                    if chunk.turn_seq not in self._started_turns:
+                        await self._first_audio(chunk)
+                    self._playing_turn = chunk.turn_seq
+                    self._reply_done = False
+                    self._cue.reset()  # a reply started: no filler for the caller's speech before it
                 frame, rest = chunk.samples[:FRAME_SAMPLES], chunk.samples[FRAME_SAMPLES:]
                 if len(rest):
                     chunk.samples = rest
@@ -361,8 +438,80 @@ class CallSession:
                     self.on_agent_audio()
                 clock = max(clock, time.monotonic() - self._lead_s) + FRAME_MS / 1000
 
-    async def _finished(self, turn_seq: int) -> None:
-        self._playing_turn = None
+    async def _idle(self, clock: float) -> None:
+        """Nothing queued: wait for agent audio, but no longer than the drain grace of a reply still playing (its END
+        may be lost: TTS died after its audio), the filler's due time or the silence timer's; then act on whichever
+        came."""
+        now = time.monotonic()
+        playing = self._playing_turn
+        drain_at = clock + self.policy.end_grace_s if playing is not None else None
+        filler_at = self._cue.due_at() if playing is None else None
+        silence_at = self._silence.due_at(self._cue.last_loud) if playing is None else None
+        due = min((t for t in (drain_at, filler_at, silence_at) if t is not None), default=None)
+        if due is not None and due <= now:
+            if playing is not None:
+                # the reply's audio has played out and no END came: finish it, so the caller's next words are a
+                # new turn (frames without agent_turn_seq), not a barge-in on a reply that is over
+                metrics.PLAYBACK_DRAINED.inc()
+                self._drained = (playing, now)
+                await self._finished(playing, drained=True)
+            elif filler_at is not None and filler_at <= now:
+                await self._filler_due()
+            else:
+                await self._silence_due(now)
+            return
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(None if due is None else due - now):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _silence_due(self, now: float) -> None:
+        """The caller has been silent since the agent's reply played (ingress/silence.py): ask the agent to prompt
+        them or let them go; if its goodbye never came, close the call here."""
+        silent_s = self._silence.silent_s(now)
+        stage = self._silence.fire(now, self._cue.last_loud)
+        if stage is None or self.ended.is_set():
+            return
+        metrics.SILENCE_EVENTS.labels(stage).inc()
+        if stage == CLOSE:
+            logger.warning("silent caller: the agent's goodbye never came; closing the call")
+            await self.socket.close(1000, "caller silent")
+            await self.end("silence")
+            return
+        if stage != PROMPT:
+            self._agent_end_reason = "silence"
+        turn = self._input_turn()
+        self._silence.turns.add(turn)
+        event = self._event(CallEventKind.SILENCE, turn, reason=f"caller silent {silent_s:.1f} s")
+        event.attributes = {**event.attributes, "silent_s": f"{silent_s:.1f}", "stage": stage}
+        logger.info("silent caller", extra={"fields": {"stage": stage, "silent_s": round(silent_s, 1)}})
+        await self.publisher.send(event, self.corr.child(turn))
+
+    async def _filler_due(self) -> None:
+        """The caller finished speaking ``filler_after_s`` ago and no agent audio has started: the filler, once."""
+        self._cue.reset()  # once per turn: the cue re-arms only on new speech
         if self.ended.is_set():
             return
-        await self.publisher.send(self._event(CallEventKind.PLAYBACK_FINISHED, turn_seq), self.corr.child(turn_seq))
+        if self._filler is None:
+            metrics.FILLERS.labels("unavailable").inc()
+            logger.warning("filler due but none held for this call (TTS never sent it)")
+            return
+        metrics.FILLERS.labels("no_agent_audio").inc()
+        self._queue.append(_Chunk(FILLER_TURN, self._filler, filler=True))
+        event = self._event(CallEventKind.PLAYBACK_STARTED,
+                            reason=f"filler: no agent audio {self.policy.filler_after_s:g} s after the caller spoke")
+        event.attributes = {**event.attributes, "playback": "filler"}
+        await self.publisher.send(event, self.corr)
+
+    async def _finished(self, turn_seq: int, drained: bool = False) -> None:
+        self._playing_turn = None
+        if turn_seq not in self._silence.turns:  # the agent has had its say: the caller's silence counts from here
+            self._silence.played(time.monotonic())
+        if self.ended.is_set() or turn_seq <= self._finished_through:
+            return
+        self._finished_through = turn_seq
+        reason = f"drained: no end of reply {self.policy.end_grace_s:g} s after its audio" if drained else None
+        await self.publisher.send(self._event(CallEventKind.PLAYBACK_FINISHED, turn_seq, reason=reason),
+                                  self.corr.child(turn_seq))

@@ -9,6 +9,9 @@ If a node dies its sockets die with it: the callers hear the line drop. When
 it comes back it starts reading at the end of its partitions (old audio is
 useless) and the calls it held are recorded as ended by the turns processor's
 inactivity timeout (reason ``ingress_lost``).
+
+What a restarted TTS re-emits (audio, ENDs, the call's filler) is harmless here: each call drops what it already
+has, by (turn_seq, seq), and finishes a reply whose END never comes (ingress/calls.py, ingress/filler.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingress.calls import CallSession
-from switchboard import codec, fetchwait, metrics
+from ingress.filler import PlaybackPolicy
+from switchboard import codec, fetchwait, metrics, tracing
 from switchboard.bus import consumer_options, topic_name
 from switchboard.fetchwait import FetchWait
 from switchboard.records import AudioOut, PlaybackCommand
@@ -41,6 +45,7 @@ class Egress:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.orphans = 0
+        self.policy = PlaybackPolicy.from_settings(settings)  # filler and drain grace of this node's calls
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(group_id=None, **consumer_options(self.settings))
@@ -82,6 +87,7 @@ class Egress:
 
     def register(self, session: CallSession) -> None:
         self.sessions[session.info.call_id] = session
+        session.set_policy(self.policy)
         self._load[session.reply_partition] += 1
 
     def unregister(self, session: CallSession) -> None:
@@ -110,6 +116,6 @@ class Egress:
                         self.orphans += 1
                         continue
                     if isinstance(record, AudioOut):
-                        session.agent_audio(record)
+                        session.agent_audio(record, tracing.header(msg.headers))  # "" while tracing is off
                     elif isinstance(record, PlaybackCommand):
                         await session.playback(record)

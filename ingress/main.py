@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from ingress.app import create_app
 from ingress.runtime import IngressRuntime
 from ingress.settings import IngressSettings
-from switchboard import logs
+from switchboard import logs, tracing
 
 
 class _DrainingServer(uvicorn.Server):
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchboard ingress: invalid settings: {exc}", file=sys.stderr)
         return 2
     logs.setup("ingress", settings.log_level)
+    tracing.setup("ingress", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     try:
         app = create_app(settings)
     except ValueError as exc:  # e.g. a short API key or an unreadable JWKS file (ingress/auth.py)

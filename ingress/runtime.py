@@ -16,8 +16,10 @@ from ingress.sendpath import AudioSendPath
 from ingress.settings import IngressSettings
 from switchboard import metrics
 from switchboard.audio import BUS_RATE
-from switchboard.bus import CachedPartitioner, Publisher, make_producer
+from switchboard.bus import CachedPartitioner, Publisher, make_producer, topic_name
+from switchboard.recovery import BrokerCheck
 from switchboard.redact import caller_hash_key, published_caller
+from switchboard.topics import AUDIO_IN, AUDIO_OUT, CALLS, PLAYBACK
 
 logger = logging.getLogger(__name__)
 
@@ -39,28 +41,70 @@ class IngressRuntime:
         self.egress = Egress(settings, settings.ingress_node_index, settings.ingress_node_count)
         self.draining = False
         self.ready = False
+        self._watchdog: asyncio.Task[None] | None = None
         self.sources = SourceLimits(settings.call_starts_per_source_per_minute, settings.max_calls_per_source,
                                     networks(settings.source_limit_exempt))
         self.trusted_proxies = networks(settings.trusted_proxies)
         self.call_limits = CallLimits(settings.max_audio_speed, settings.audio_burst_s, settings.max_dtmf_digits,
                                       settings.max_dtmf_per_s, settings.audio_record_ms)
 
-    async def start(self) -> None:
+    def _make_producer(self) -> AIOKafkaProducer:
         # aiokafka clients must be created inside the running loop
         # large batches: while tansu answers the producer's one request in flight, every partition's audio
         # gathers in its batch, and a full batch makes send() wait (ingress/sendpath.py)
-        self.producer = make_producer(self.settings, max_batch_size=self.settings.producer_batch_bytes,
-                                      max_request_size=max(1_048_576, 4 * self.settings.producer_batch_bytes),
-                                      partitioner=CachedPartitioner())
+        return make_producer(self.settings, max_batch_size=self.settings.producer_batch_bytes,
+                             max_request_size=max(1_048_576, 4 * self.settings.producer_batch_bytes),
+                             partitioner=CachedPartitioner())
+
+    async def start(self) -> None:
+        self.producer = self._make_producer()
         self.publisher = Publisher(self.settings, self.producer, "ingress")
         await self.producer.start()
         self.send_path = AudioSendPath(self.publisher, self.settings.audio_send_backlog_ms * BUS_RATE // 1000, BUS_RATE)
         self.send_path.start()
         await self.egress.start()
+        self._watchdog = asyncio.create_task(self._watch_broker(), name="broker watchdog")
         self.ready = True
+
+    async def _watch_broker(self) -> None:
+        """Every broker_check_s, put the node's Kafka clients right after a broker restart (switchboard/recovery.py):
+        lost topics re-created, the egress's positions past a lost log's end moved to its start (else no caller on
+        this node would hear the agent again), a dead egress loop or producer replaced. Never raises."""
+        names = [topic_name(self.settings, t) for t in (CALLS, AUDIO_IN, AUDIO_OUT, PLAYBACK)]
+        rounds = 0
+        while True:
+            await asyncio.sleep(self.settings.broker_check_s)
+            rounds += 1
+            try:
+                await self._check_clients(names, full=rounds % 10 == 0)
+            except Exception:  # the next round tries again; the watchdog itself must not die
+                logger.exception("broker check failed")
+
+    async def _check_clients(self, names: list[str], full: bool) -> None:
+        consumer = self.egress._consumer
+        if consumer is not None:
+            await BrokerCheck(self.settings, consumer, names, "ingress").check(full)
+        task = self.egress._task
+        if task is not None and task.done():  # the egress loop died (a fatal client error): start a fresh one
+            error = None if task.cancelled() else task.exception()
+            logger.error("egress stopped; restarting it", extra={"fields": {"error": repr(error)}})
+            metrics.BROKER_RECOVERIES.labels("ingress", "egress_restarted").inc()
+            await self.egress.stop()
+            await self.egress.start()
+        sender = self.producer._sender.sender_task if self.producer is not None else None
+        if sender is not None and sender.done() and self.publisher is not None:  # a producer that can no longer send
+            logger.error("producer stopped; replacing it")
+            metrics.BROKER_RECOVERIES.labels("ingress", "producer_replaced").inc()
+            old, self.producer = self.producer, self._make_producer()
+            await self.producer.start()
+            self.publisher.producer = self.producer
+            await old.stop()
 
     async def stop(self) -> None:
         self.ready = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         async def close(session: CallSession) -> None:
             await session.socket.close(1012, "ingress shutting down")
             await session.end("ingress_shutdown")

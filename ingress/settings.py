@@ -26,6 +26,32 @@ class IngressSettings(ServiceSettings):
     playout_lead_ms: int = Field(
         100, ge=0, description="how far ahead of real time agent audio is written to the socket"
     )
+    # -- faults the caller hears: a late reply, a lost end of reply (ingress/filler.py, README) --
+    filler_after_ms: int = Field(
+        1500, ge=0, description="a caller who spoke and has heard no agent audio this long after their last loud "
+        "frame hears the call's filler phrase (\"One moment, please.\", sent by TTS at call start), once per turn, "
+        "then the reply; 0: never"
+    )
+    filler_min_speech_ms: int = Field(
+        300, ge=20, description="loud caller audio (heard while no agent audio plays) that makes a turn worth a filler"
+    )
+    filler_speech_dbfs: float = Field(
+        -40.0, le=0, description="caller audio louder than this (RMS dBFS of a message) counts as speech for the "
+        "filler cue; a line noisier than this gets no filler"
+    )
+    playback_end_grace_ms: int = Field(
+        1000, ge=0, description="a reply whose audio has played out and whose end (END record) has not come this "
+        "long after is finished anyway, so the caller's next words are a new turn, not a barge-in"
+    )
+    # -- a silent caller (ingress/silence.py; README "Silence and the keypad") --
+    silence_prompt_s: float = Field(
+        8.0, ge=0, description="a caller silent this long after the agent's reply finished playing on the phone "
+        "(caller speech or a key press restarts the count) is asked \"Are you still there?\", once; 0: never"
+    )
+    silence_hangup_s: float = Field(
+        30.0, ge=0, description="a caller silent this long after the same reply's end is told goodbye and the "
+        "call ends (reason silence); 0: never"
+    )
     drain_timeout_s: float = Field(
         25.0, description="on SIGTERM, how long to wait for calls to end before closing them"
     )

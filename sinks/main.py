@@ -14,7 +14,7 @@ from sinks.query_server import QueryServer
 from sinks.settings import SinkSettings
 from sinks.sink import Sink
 from sinks.store import Store, is_chdb
-from switchboard import logs
+from switchboard import logs, tracing
 from switchboard.bus import wait_for_broker
 from switchboard.redact import install_log_redaction
 
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dsn:
         settings = settings.model_copy(update={"clickhouse_dsn": args.dsn})
     logs.setup("sink", settings.log_level)
+    tracing.setup("sink", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     install_log_redaction(settings.redactor())
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import aiokafka.admin.client
+import aiokafka.client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.structs import ConsumerRecord
 
 from switchboard import codec, fetchwait, metrics
@@ -25,6 +29,20 @@ from switchboard.settings import ServiceSettings
 from switchboard.topics import CATALOG, DEADLETTER, Placement, Topic, topic_for
 
 logger = logging.getLogger(__name__)
+
+
+class _NoAutoCreate(MetadataRequest):
+    """aiokafka asks every metadata request to auto-create missing topics, and tansu does: with 4 partitions.
+    After a restart of a broker that lost its storage, the first client to ask for metadata would re-create
+    the call-scoped topics with 4 partitions instead of SWITCHBOARD_PARTITIONS, and co-partitioning is gone for
+    good. Topics are created by ``create_topics`` only: ours ask with allow_auto_topic_creation false."""
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False) -> None:
+        super().__init__(topics, allow_auto_topic_creation)
+
+
+aiokafka.client.MetadataRequest = _NoAutoCreate  # type: ignore[misc]
+aiokafka.admin.client.MetadataRequest = _NoAutoCreate  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +99,15 @@ def security_options(settings: ServiceSettings) -> dict[str, Any]:
 
 def make_producer(settings: ServiceSettings, **options: Any) -> AIOKafkaProducer:
     """A producer for real time; ``options`` override aiokafka's (e.g. the ingress's larger batches)."""
-    # linger 0: a 20 ms audio frame must not wait for company
+    # linger 0: a 20 ms audio frame must not wait for company. acks=all: a record counts as sent (and its input
+    # offset as done) only once every in-sync replica has it. Idempotence needs InitProducerId, which tansu 0.6
+    # answers with UnknownError, so it is a setting (on for Apache Kafka).
     return AIOKafkaProducer(
         **{
             "bootstrap_servers": settings.kafka_bootstrap,
             "linger_ms": 0,
-            "acks": 1,
-            "enable_idempotence": False,
+            "acks": "all",
+            "enable_idempotence": settings.producer_idempotence,
             **security_options(settings),
             **options,
         }
@@ -106,6 +126,15 @@ def consumer_options(settings: ServiceSettings) -> dict[str, Any]:
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         **security_options(settings),
     }
+
+
+def group_options(settings: ServiceSettings) -> dict[str, Any]:
+    """Options of a consumer-group member: static membership (KIP-345) where the broker honours it, named by
+    group_instance_id or else the container's HOSTNAME (a pod's name; the same across restarts of its container)."""
+    name = settings.group_instance_id or os.environ.get("HOSTNAME", "")
+    if settings.static_membership and name:
+        return {"group_instance_id": name}
+    return {}
 
 
 class AdaptiveConsumer(AIOKafkaConsumer):
@@ -131,7 +160,8 @@ def make_consumer(
     """A consumer tuned for real time; ``keep_short`` holds the short fetch wait while it is true."""
     names = [topic_name(settings, t) for t in topics]
     wait = FetchWait.from_settings(settings, keep_short)
-    return AdaptiveConsumer(*names, group_id=group_id, fetch_wait=wait, **consumer_options(settings))
+    group = group_options(settings) if group_id else {}
+    return AdaptiveConsumer(*names, group_id=group_id, fetch_wait=wait, **consumer_options(settings), **group)
 
 
 class CachedPartitioner:

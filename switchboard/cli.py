@@ -37,7 +37,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     logs.setup("up")
     settings = ServiceSettings()
     embedded = "SWITCHBOARD_KAFKA_BOOTSTRAP" not in os.environ
-    stack = Stack(settings, ingress_port=args.port, broker_port=args.broker_port, scale=_parse_scale(args.scale))
+    # tied_to_parent: the broker and the workers die with `up`, even when it is killed with SIGKILL
+    stack = Stack(settings, ingress_port=args.port, broker_port=args.broker_port, scale=_parse_scale(args.scale),
+                  run_dir=args.run_dir, tied_to_parent=True)
     stop = False
 
     def on_signal(*_: Any) -> None:
@@ -60,12 +62,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                   "(mode 600); `switchboard call` and `demo` use them.", flush=True)
         else:
             print("WARNING: SWITCHBOARD_AUTH=off: every entry point lets anyone in.", file=sys.stderr, flush=True)
-        while not stop:
-            for w in stack.dead():
-                print(f"{w.service.name} exited ({w.process.returncode}); restarting", file=sys.stderr, flush=True)
-                stack.workers.remove(w)
-                stack.spawn(w.service)
-            time.sleep(0.5)
+        while not stop:  # supervise: a dead broker or worker is started again at once
+            try:
+                for restarted in stack.supervise():
+                    print(f"restarted {restarted}", file=sys.stderr, flush=True)
+            except Exception as exc:  # e.g. the broker's port still taken: say so, try again next round
+                print(f"supervision: {type(exc).__name__}: {exc}; retrying", file=sys.stderr, flush=True)
+                time.sleep(1)
+            time.sleep(0.1)
     finally:
         print("stopping…", flush=True)
         stack.stop()
@@ -194,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
     p.add_argument("--broker-port", type=int, default=9092, help="embedded Kafka port (default 9092)")
     p.add_argument("--scale", action="append", default=[], metavar="SERVICE=N", help="run N copies, e.g. stt=2")
+    p.add_argument("--run-dir", type=Path, default=ROOT / ".switchboard",
+                   help="where logs, credentials.json, the broker's pid file and the workers' member IDs are kept")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(

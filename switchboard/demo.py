@@ -10,8 +10,9 @@ from pathlib import Path
 from switchboard import logs
 from switchboard.audio import BUS_RATE, read_wav, resample, write_wav
 from switchboard.broker import free_port, port_open
-from switchboard.caller import TwilioCaller, Utterance, non_silent
+from switchboard.caller import CallResult, TwilioCaller, Utterance, non_silent
 from switchboard.cli import print_call
+from switchboard.latency import turn_steps
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
 from switchboard.wer import wer
@@ -42,6 +43,23 @@ def run_demo(args: argparse.Namespace) -> int:
     return status
 
 
+def print_turn_steps(result: CallResult) -> None:
+    """How each turn's response was spent: the silence waited and why the turn ended, then each engine."""
+    rows = [(seq, turn_steps(lat)) for seq, lat in sorted(result.latencies.items()) if seq > 0]
+    if not rows:
+        return
+    print("  end of turn (ms): silence = end of speech → turn detected; early / decision = pause → early transcript /"
+          " verdict; stt = final transcript after the turn was detected")
+    print(f"  {'turn':>6} {'silence':>8} {'early':>6} {'decision':>9} {'reason':<16} {'stt':>5} {'final':<8}")
+
+    def ms(v: object, w: int) -> str:
+        return f"{v:>{w}.0f}" if isinstance(v, float) else f"{'-':>{w}}"
+
+    for seq, s in rows:
+        print(f"  {seq:>6} {ms(s['silence'], 8)} {ms(s['early'], 6)} {ms(s['decision'], 9)} "
+              f"{s['reason'] or '-'!s:<16} {ms(s['stt'], 5)} {s['stt_how'] or '-'!s:<8}")
+
+
 def _report(out: Path) -> None:
     """What the analysts see: the calls just made, read back from the embedded ClickHouse."""
     from sinks.report import open_reader, plot, run_reports
@@ -69,10 +87,14 @@ async def _calls(args: argparse.Namespace, stack: Stack, port: int) -> int:
     script = [Utterance(piper._synthesize(line), line) for line in SCRIPT]
     result = await TwilioCaller(url, settings, credentials=creds).run(script)
     print_call(result, script)
+    print_turn_steps(result)
     write_wav(args.out / "appointment-agent.wav", result.agent_wav(), 8000)
 
     responses: list[float] = []
     processing: list[float] = []
+    detection: list[float] = [lat.turn_detection_ms for lat in result.latencies.values()
+                              if lat.turn_seq > 0 and lat.turn_detection_ms is not None]
+    reasons: list[str] = [lat.timings.end_reason or "-" for lat in result.latencies.values() if lat.turn_seq > 0]
     failures = 0
     clips = sorted(args.audio_dir.glob("*.wav")) if args.audio_dir.is_dir() else []
     for clip in clips:
@@ -82,6 +104,7 @@ async def _calls(args: argparse.Namespace, stack: Stack, port: int) -> int:
         r = await TwilioCaller(url, settings, credentials=creds).run([Utterance(resample(samples, rate, BUS_RATE),
                                                                           clip.name)])
         print_call(r, [])
+        print_turn_steps(r)
         heard = " ".join(r.transcripts[k] for k in sorted(r.transcripts))
         error = wer(reference, heard) if reference else None
         audio_ok = len(r.agent_audio) > 1 and non_silent(r.agent_audio[-1])
@@ -90,6 +113,9 @@ async def _calls(args: argparse.Namespace, stack: Stack, port: int) -> int:
         failures += int(not audio_ok)
         write_wav(args.out / f"{Path(clip).stem}-agent.wav", r.agent_wav(), 8000)
         for lat in r.latencies.values():
+            if lat.turn_seq > 0 and lat.turn_detection_ms is not None:
+                detection.append(lat.turn_detection_ms)
+                reasons.append(lat.timings.end_reason or "-")
             if lat.response_ms is not None:
                 responses.append(lat.response_ms)
             if lat.processing_ms is not None:
@@ -104,5 +130,9 @@ async def _calls(args: argparse.Namespace, stack: Stack, port: int) -> int:
             f"max {max(responses):.0f} ms over {len(responses)} turns"
         )
         print(f"processing latency (turn detected → first agent audio): median {statistics.median(processing):.0f} ms")
+    if detection:
+        counts = ", ".join(f"{r} {reasons.count(r)}" for r in sorted(set(reasons)))
+        print(f"turn detection (end of speech → turn detected): median {statistics.median(detection):.0f} ms; "
+              f"turns ended by: {counts}")
     print(f"agent audio saved in {args.out}")
     return 1 if failures else 0

@@ -13,6 +13,8 @@ def _ms(end: int | None, start: int | None) -> float | None:
 
 def turn_latency(call_id: str, turn_seq: int, t: Timings, ts_us: int) -> TurnLatency:
     processing = _ms(t.egress_first_audio_us, t.turn_detected_us)
+    # A final transcript reused from the pause's early decode costs nothing after the turn is detected:
+    # its decode ran during the silence, so it is not part of the processing latency (stt_ms says ~0).
     stt = _ms(t.stt_finished_us, t.stt_started_us)
     agent = _ms(t.agent_first_sentence_us, t.agent_started_us)
     tts = _ms(t.tts_first_audio_us, t.tts_started_us)
@@ -29,4 +31,30 @@ def turn_latency(call_id: str, turn_seq: int, t: Timings, ts_us: int) -> TurnLat
         agent_ms=agent,
         tts_ms=tts,
         bus_overhead_ms=overhead,
+        turn_detection_ms=_ms(t.turn_detected_us, t.speech_end_us),
+        early_ms=_ms(t.early_transcript_us, t.pause_detected_us),
+        decision_ms=_ms(t.end_decision_us, t.pause_detected_us),
     )
+
+
+def turn_steps(lat: TurnLatency) -> dict[str, float | str | None]:
+    """One answered turn, step by step from the end of speech (ms), for the demo and the benches.
+
+    ``silence`` is what the caller waited for the turn to be detected (end of speech → turn detected);
+    ``early`` and ``decision`` count from the pause (``pause_ms`` into the silence) to the early
+    transcript and to the end-of-turn verdict; ``stt`` is the final transcript's time after the turn was
+    detected, ~0 when it ``reused`` the early one."""
+    t = lat.timings
+    return {
+        "silence": lat.turn_detection_ms,
+        "early": lat.early_ms,
+        "decision": lat.decision_ms,
+        "reason": t.end_reason,
+        "stt": lat.stt_ms,
+        "stt_how": None if t.stt_finished_us is None else "reused" if t.early_transcript_us is not None else "decoded",
+        "agent": lat.agent_ms,
+        "tts": lat.tts_ms,
+        "bus": lat.bus_overhead_ms,
+        "processing": lat.processing_ms,
+        "response": lat.response_ms,
+    }

@@ -55,6 +55,12 @@ AUTH_REFUSED = Counter(
 )
 ENGINE_ERRORS = Counter("switchboard_engine_errors_total", "engine failures", ["stage", "engine"])
 ASSIGNED_PARTITIONS = Gauge("switchboard_assigned_partitions", "input partitions this worker holds", ["service"])
+# switchboard/recovery.py: a restarted worker or broker put right (README "Operations")
+BROKER_RECOVERIES = Counter(
+    "switchboard_broker_recoveries_total", "recoveries of a worker's Kafka clients, by action: stale_member_dropped, "
+    "topics_recreated, positions_reset, commit_failed; the ingress also egress_restarted, producer_replaced",
+    ["service", "action"]
+)
 IN_FLIGHT = Gauge(
     "switchboard_records_in_flight", "records handed to the processor and not yet done (all calls)", ["service"]
 )
@@ -74,4 +80,46 @@ INFERENCE_QUEUED = Gauge("switchboard_inference_queued", "model calls waiting fo
 INFERENCE_BUSY = Gauge("switchboard_inference_busy", "inference pool threads running a model call")
 INFERENCE_DROPPED = Counter(
     "switchboard_inference_dropped_total", "queued model calls dropped before they ran (their call or reply ended)"
+)
+# -- agent playback at the ingress (ingress/calls.py, ingress/filler.py; README "Faults the caller hears") --
+FILLERS = Counter(
+    "switchboard_fillers_total", "fillers due because a caller who spoke heard no agent audio in time, by outcome: "
+    "no_agent_audio (played), unavailable (due, but the TTS never sent this call a filler)", ["reason"]
+)
+SILENCE_EVENTS = Counter(
+    "switchboard_silence_events_total", "silent callers (ingress): prompt (asked if still there), hangup (let go)",
+    ["stage"]
+)
+KEYPAD = Counter(
+    "switchboard_keypad_total",
+    "DTMF keys the agent acted on: handoff (0), yes (1), no (2), ignored (nothing expected)", ["action"]
+)
+AGENT_AUDIO_DROPPED = Counter(
+    "switchboard_agent_audio_dropped_total", "audio.out records not played: duplicate (a replayed (turn_seq, seq)), "
+    "stale (a reply older than one already started), late (the rest of a reply finished by the drain, after the "
+    "caller spoke)", ["reason"]
+)
+PLAYBACK_DRAINED = Counter(
+    "switchboard_playback_drained_total", "replies whose playback was finished by the drain grace, their END never came"
+)
+# -- end of turn by meaning (processors/turns/logic.py, processors/stt/logic.py; README "turn-taking") --
+END_OF_TURN = Counter(
+    "switchboard_end_of_turn_total", "turns ended, by why: complete, prosody, dangling (the early transcript hangs), "
+    "timeout (no verdict in time) or max_length", ["reason"]
+)
+TURN_DETECTION = Histogram(
+    "switchboard_turn_detection_seconds", "end of speech → turn detected (the silence waited), by end reason",
+    ["reason"], buckets=LATENCY_BUCKETS
+)
+END_DECISION = Histogram(
+    "switchboard_end_decision_seconds", "pause detected → end-of-turn verdict known (Smart Turn + early transcript)",
+    buckets=LATENCY_BUCKETS
+)
+EARLY_TRANSCRIPT = Histogram(
+    "switchboard_early_transcript_seconds", "pause chunk in STT → early transcript ready (the turn so far decoded)",
+    ["engine"], buckets=LATENCY_BUCKETS
+)
+STT_FINALS = Counter(
+    "switchboard_stt_finals_total", "final transcripts, by how: early (the pause's early transcript reused, no decode "
+    "after the turn ended) or decoded", ["engine", "how"]
 )

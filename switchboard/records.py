@@ -25,6 +25,7 @@ class CallEventKind(StrEnum):
     DTMF = "dtmf"
     ENGINE_FALLBACK = "engine_fallback"
     ENGINE_ERROR = "engine_error"
+    SILENCE = "silence"  # the ingress: the caller has said nothing since the agent's reply played (attributes: stage)
 
 
 class TurnEventKind(StrEnum):
@@ -36,6 +37,7 @@ class TurnEventKind(StrEnum):
 class TranscriptKind(StrEnum):
     PARTIAL = "partial"
     FINAL = "final"
+    EARLY = "early"  # the turn so far, decoded at a pause; the agent and the sink ignore it
 
 
 class ReplyKind(StrEnum):
@@ -47,6 +49,7 @@ class ReplyKind(StrEnum):
 class AudioOutKind(StrEnum):
     AUDIO = "audio"
     END = "end"
+    FILLER = "filler"  # the call's filler phrase, kept by the ingress, played only when a reply is late
 
 
 class PlaybackKind(StrEnum):
@@ -65,6 +68,10 @@ class Timings:
     tts_started_us: int | None = None
     tts_first_audio_us: int | None = None
     egress_first_audio_us: int | None = None
+    pause_detected_us: int | None = None
+    early_transcript_us: int | None = None
+    end_decision_us: int | None = None
+    end_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -107,6 +114,7 @@ class TurnEvent:
     speech_start_us: int
     speech_end_us: int | None = None
     cancelled_turn_seq: int | None = None
+    end_reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -121,6 +129,8 @@ class SpeechChunk:
     final: bool
     language: str
     timings: Timings | None = None
+    pause: bool = False
+    silent_since_pause: bool = False
 
 
 @dataclass(slots=True)
@@ -192,6 +202,9 @@ class TurnLatency:
     agent_ms: float | None = None
     tts_ms: float | None = None
     bus_overhead_ms: float | None = None
+    turn_detection_ms: float | None = None
+    early_ms: float | None = None
+    decision_ms: float | None = None
 
 
 @dataclass(slots=True)

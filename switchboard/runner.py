@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import start_http_server
 
-from switchboard import codec, inference, metrics
+from switchboard import codec, inference, metrics, tracing
 from switchboard.bus import (
     Correlation,
     PartitionCountError,
@@ -37,10 +37,12 @@ from switchboard.bus import (
 )
 from switchboard.inflight import InFlight
 from switchboard.logs import correlation
+from switchboard.recovery import BrokerCheck, MemberFile, leave_stale_member
 from switchboard.settings import ServiceSettings
 from switchboard.topics import Topic
 
 logger = logging.getLogger(__name__)
+IMPORTED = time.monotonic()  # about when the worker process started: the logs say how long start-up took
 
 
 @dataclass(slots=True)
@@ -100,6 +102,8 @@ class _Watch:
         self.busy = busy
         self.consumer = make_consumer(settings, group_id=None, keep_short=busy.is_set)
         self.task: asyncio.Task[None] | None = None
+        # it reads from the end: after a broker restart that lost the log, its position is past the new end
+        self.check = BrokerCheck(settings, self.consumer, (), f"{processor.name}-watch")
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -125,6 +129,7 @@ class _Watch:
                 self.consumer.pause(*self.consumer.assignment())
                 await self.busy.wait()
                 self.consumer.resume(*self.consumer.paused())
+            await self.check.check()
             for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
                 topic = self.topics[tp.topic]
                 for msg in msgs:
@@ -152,7 +157,9 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned}
         metrics.ASSIGNED_PARTITIONS.labels(self.runner.processor.name).set(len(assigned))
-        logger.info("partitions assigned", extra={"fields": {"partitions": sorted(parts)}})
+        self.runner.member_file.save(self.runner.consumer._coordinator.member_id)  # for a fast takeover on restart
+        logger.info("partitions assigned", extra={"fields": {"partitions": sorted(parts),
+                                                             "since_start_s": round(time.monotonic() - IMPORTED, 2)}})
         if self.runner.watch is not None:
             await self.runner.watch.follow(parts)
         await self.runner.processor.on_assigned(parts)
@@ -179,8 +186,14 @@ class Runner:
         self.rebalancing = False  # between a revocation and the next assignment: fetch nothing
         self.paused = False
         self._topics = {topic_name(settings, t): t for t in processor.inputs}
+        self._stages = tracing.stages_of(processor)  # what of this processor's work is a span of a turn
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
+        # recovery (switchboard/recovery.py): this worker's group member ID for its successor, and the broker check
+        self.member_file = MemberFile(settings, self.group_id)
+        self.broker_check = BrokerCheck(settings, self.consumer, self._topics, processor.name)
+        self._last_check = time.monotonic()
+        self._checks = 0
         self.watch = _Watch(settings, processor, self.inflight.busy) if getattr(processor, "watch", ()) else None
 
     def stop(self) -> None:
@@ -224,13 +237,21 @@ class Runner:
         corr = Correlation.from_headers(msg.headers)
         incoming = Incoming(record, corr, topic, msg.partition, msg.offset, msg.timestamp)
         futures: list[asyncio.Future[Any]] = []
+        # tracing on and a traced stage: a span of this handle(), whose context the outputs carry (else None)
+        span = tracing.handle_span(self._stages, record, corr.traceparent, topic.name)
         with correlation(**corr.log_ids()):
             try:
                 async for out in self.processor.handle(incoming):
-                    futures.append(await self.publisher.send(out.record, out.corr, partition=out.partition))
+                    out_corr = out.corr if span is None else span.stamp(out.record, out.corr)
+                    futures.append(await self.publisher.send(out.record, out_corr, partition=out.partition))
             except Exception as exc:
                 logger.exception("processing failed")
+                if span is not None:
+                    span.fail(exc)
                 await self.publisher.dead_letter(msg, f"{type(exc).__name__}: {exc}")
+            finally:
+                if span is not None:
+                    span.end()
         return futures
 
     def _submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -278,17 +299,42 @@ class Runner:
         metrics.IN_FLIGHT.labels(self.processor.name).set(self.inflight.count)
         # commits cost a broker round trip: at most ten a second (a crash replays a little more)
         if not self.rebalancing and time.monotonic() - self._last_commit >= 0.1:
-            await self.commit()
+            try:
+                await self.commit()
+            except KafkaError as exc:  # out of the group (the broker restarted, the session expired): rejoin replays
+                metrics.BROKER_RECOVERIES.labels(self.processor.name, "commit_failed").inc()
+                logger.warning("commit failed", extra={"fields": {"error": repr(exc)}})
+        if time.monotonic() - self._last_check >= self.settings.broker_check_s:
+            await self._check_broker()
+
+    async def _check_broker(self) -> None:
+        """Every broker_check_s: positions past a lost log's end; every tenth time, or when something looks
+        wrong, the topics too (``BrokerCheck``)."""
+        self._last_check = time.monotonic()
+        self._checks += 1
+        lost = await self.broker_check.check(full=self._checks % 10 == 0)
+        if lost:  # their offsets belong to the old log: forget them, or a commit would point past the new end
+            await self.inflight.drain(lost, 0)
+            self.inflight.forget(lost)
 
     async def run(self) -> None:
         inference.configure(self.settings.inference_threads)
-        await self.producer.start()
-        if self.watch is not None:
-            await self.watch.start()
-        names = list(self._topics)
-        self.consumer.subscribe(names, listener=_Rebalance(self))
-        await self.consumer.start()
+        # from the first client on: whatever fails (no broker at all), every client started is stopped
         try:
+            await self.producer.start()
+            if self.watch is not None:
+                await self.watch.start()
+            names = list(self._topics)
+            self.consumer.subscribe(names, listener=_Rebalance(self))
+            logger.info("joining the group", extra={"fields": {"group": self.group_id,
+                                                              "since_start_s": round(time.monotonic() - IMPORTED, 2)}})
+            await self.consumer._client.bootstrap()  # no broker: raises, and serve() exits 3 for a restart
+            # topics lost with a restarted broker (nothing auto-creates them any more: switchboard/bus.py)
+            await self.broker_check.check(full=True)
+            stale = self.member_file.load()
+            if stale:  # our predecessor died without leaving: drop it now rather than wait out its session
+                await leave_stale_member(self.consumer, self.group_id, stale, self.processor.name)
+            await self.consumer.start()
             await check_partitions(self.settings, self.consumer, list(self._topics.values()))
             logger.info("processor started", extra={"fields": {"group": self.group_id, "topics": names}})
             while not self._stopping.is_set():
@@ -322,3 +368,10 @@ def serve(settings: ServiceSettings, processor: Processor) -> None:
         asyncio.run(main())
     except PartitionCountError:  # logged with the fix by check_partitions; no traceback
         raise SystemExit(2) from None
+    except Exception as exc:
+        # A Kafka client that cannot go on (aiokafka's UnknownError, an output the broker never acknowledged): a
+        # worker that stays alive without consuming would hold its partitions for nothing. Exit non-zero, so the
+        # supervisor (`switchboard up`, Kubernetes) starts a fresh one; what was not committed is replayed.
+        logger.error("worker failed; exiting so that it is restarted", exc_info=True,
+                     extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+        raise SystemExit(3) from None

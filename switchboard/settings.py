@@ -60,8 +60,57 @@ class ServiceSettings(BaseSettings):
     inference_threads: int = Field(
         0, ge=0, description="model calls run at once off the event loop, per worker (0 = one per CPU core)"
     )
-    session_timeout_ms: int = Field(6000, description="consumer group session timeout")
+    # Short, so a crashed worker's partitions move on quickly: tansu answers a join about half a session
+    # timeout after the group's last change (6 s: 3 s, 3 s: 1.5-2 s; bench/takeover.py).
+    session_timeout_ms: int = Field(
+        3000, ge=1000,
+        description="consumer group session timeout: a worker that stops heartbeating (killed, hung) loses its "
+        "partitions after this long; heartbeats go every sixth of it",
+    )
     rebalance_timeout_ms: int = Field(3000, description="consumer group rebalance timeout")
+    group_instance_id: str = Field(
+        "",
+        description="this worker's stable name within its stage (`switchboard up`: SERVICE-INDEX; Kubernetes: the "
+        "pod name, HOSTNAME): a restarted worker with the same name takes its predecessor's place at once (see "
+        "static_membership and member_dir)",
+    )
+    static_membership: bool = Field(
+        False,
+        description="join the group as static member group_instance_id (KIP-345: the broker keeps a restarted "
+        "worker's partitions for session_timeout_ms, no rebalance); on for Apache Kafka (compose, Strimzi); tansu "
+        "does not honour it (a restart then costs two rebalances), so off by default",
+    )
+    member_dir: str = Field(
+        "",
+        description="folder where a worker with a group_instance_id keeps its group member ID; on restart it asks "
+        "the broker to drop that dead member before joining, instead of waiting out its session (empty: off; "
+        "`switchboard up` sets .switchboard/members)",
+    )
+    producer_idempotence: bool = Field(
+        False,
+        description="idempotent producers (no duplicate on a retried send); needs a broker that answers "
+        "InitProducerId: Apache Kafka yes (on in compose and strimzi/), tansu 0.6 no (UnknownError), so off by "
+        "default; acks=all either way",
+    )
+    broker_storage: str = Field(
+        "memory://tansu/",
+        description="`switchboard up` only: storage of the embedded tansu broker. memory:// keeps nothing across "
+        "a broker restart (the services re-create topics and restart their positions on their own); this tansu "
+        "build also takes s3://bucket/ (an S3-compatible store, AWS_* variables); postgres, sqlite, turso and "
+        "slatedb are not compiled in",
+    )
+    broker_check_s: float = Field(
+        1.0, gt=0,
+        description="how often a worker checks its Kafka clients after the broker came back: topics lost with a "
+        "restarted in-memory broker are re-created, and a fetch position past the end of a lost or truncated log "
+        "moves to its start",
+    )
     log_level: str = Field("INFO", description="log level of the JSON logs")
     metrics_port: int = Field(0, ge=0, description="port of the /metrics endpoint (0 = off; ingress serves its own)")
     metrics_host: str = Field("127.0.0.1", description="address the /metrics endpoint binds (0.0.0.0 in containers)")
+    otlp_endpoint: str = Field(
+        "",
+        description="OpenTelemetry: base URL of an OTLP/HTTP collector (e.g. http://jaeger:4318); each turn's spans "
+        "go to <url>/v1/traces. Empty: the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) if set, else "
+        "tracing is off",
+    )

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard.broker import EmbeddedBroker, can_bind, port_open
+from switchboard.broker import EmbeddedBroker, can_bind, die_with_parent, port_open, reclaim
 from switchboard.bus import create_topics
 from switchboard.credentials import ClientCredentials, StackCredentials, auth_off
 from switchboard.services import SERVICES, Service
@@ -55,6 +55,7 @@ class Worker:
     metrics_port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -69,6 +70,10 @@ class Stack:
     broker: EmbeddedBroker | None = None
     credentials: StackCredentials | None = None  # generated at start unless SWITCHBOARD_AUTH=off
     workers: list[Worker] = field(default_factory=list)
+    tied_to_parent: bool = False  # children die with this process even if it is SIGKILLed (`switchboard up`)
+    # a worker that keeps dying young (a missing model, a bad setting) is restarted with a growing delay, as the
+    # kubelet does, instead of ten times a second: (service, index) -> (quick deaths in a row, not before)
+    _backoff: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
     _next_metrics_port: int = 9101
 
     @property
@@ -90,10 +95,13 @@ class Stack:
     def http_base(self) -> str:
         return f"http://127.0.0.1:{self.ingress_port}"
 
-    def env(self, metrics_port: int, service: Service | None = None) -> dict[str, str]:
+    def env(self, metrics_port: int, service: Service | None = None, index: int = 0) -> dict[str, str]:
         generated = {**self.credentials.ingress_env(), **self.credentials.sink_env()} if (
             self.credentials and self.auth) else {}  # service_env() below gives each service only its own
-        environ = {**generated, **os.environ, **self.extra_env}  # the operator's own settings win
+        # a stable name per worker (its stage and index): a restarted worker takes its predecessor's place at once
+        membership = {"SWITCHBOARD_GROUP_INSTANCE_ID": f"{service.name}-{index}",
+                      "SWITCHBOARD_MEMBER_DIR": str(self.run_dir / "members")} if service else {}
+        environ = {**generated, **os.environ, **membership, **self.extra_env}  # per-worker names beat the shell
         return {
             **(service_env(service, environ) if service else environ),
             "SWITCHBOARD_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -108,32 +116,52 @@ class Stack:
         if self.auth:
             self.credentials = StackCredentials.ensure(self.run_dir, {**os.environ, **self.extra_env})
         if embedded:
+            self.reclaim_broker()  # one an earlier `up` left behind would hold the port
             if port_open("127.0.0.1", self.broker_port):
                 raise RuntimeError(f"port {self.broker_port} is taken: set SWITCHBOARD_KAFKA_BOOTSTRAP or free it")
-            self.broker = EmbeddedBroker(self.broker_port, log_path=self.run_dir / "logs" / "tansu.log").start()
-        settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
-        # also callable from async code (tests): run the admin client on its own loop
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, create_topics(settings)).result()
+            self.broker = EmbeddedBroker(
+                self.broker_port, log_path=self.run_dir / "logs" / "tansu.log", storage=self.settings.broker_storage,
+                pidfile=self.broker_pidfile, tied_to_parent=self.tied_to_parent,
+            ).start()
+        self.create_topics()
         for service in SERVICES:
             if self.only and service.name not in self.only:
                 continue
             for _ in range(self.scale.get(service.name, 1)):
                 self.spawn(service)
 
-    def spawn(self, service: Service) -> Worker:
-        index = sum(1 for w in self.workers if w.service is service)
-        port = 0 if service.name == "ingress" else self._next_metrics_port
+    def create_topics(self) -> None:
+        settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
+        # also callable from async code (tests): run the admin client on its own loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, create_topics(settings)).result()
+
+    def reclaim_broker(self) -> int | None:
+        """Stop a broker an earlier `switchboard up` left running (it was SIGKILLed on a system without
+        parent-death signals). Returns its pid."""
+        return reclaim(self.broker_pidfile)
+
+    @property
+    def broker_pidfile(self) -> Path:
+        """Per port: stacks in one checkout on other ports (tests) are not this one's to stop."""
+        return self.run_dir / f"tansu-{self.broker_port}.pid"
+
+    def spawn(self, service: Service, index: int | None = None, metrics_port: int | None = None) -> Worker:
+        """Start a worker; ``index`` and ``metrics_port`` given to restart a dead one in its own place."""
+        if index is None:
+            taken = {w.index for w in self.workers if w.service is service}
+            index = next(i for i in range(len(taken) + 1) if i not in taken)
+        port = 0 if service.name == "ingress" else (metrics_port or self._next_metrics_port)
         # taken by another program (its answers are not our metrics), or bound by a client socket
-        while port and (port_open("127.0.0.1", port) or not can_bind("127.0.0.1", port)):
+        while port and metrics_port is None and (port_open("127.0.0.1", port) or not can_bind("127.0.0.1", port)):
             port += 1
-        if port:
+        if port and metrics_port is None:
             self._next_metrics_port = port + 1
         log_path = self.run_dir / "logs" / f"{service.name}-{index}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", service.module], env=self.env(port, service), stdout=out, stderr=subprocess.STDOUT,
-            cwd=ROOT,
+            [sys.executable, "-m", service.module], env=self.env(port, service, index), stdout=out,
+            stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent if self.tied_to_parent else None,
         )
         worker = Worker(service, index, port, proc, log_path)
         self.workers.append(worker)
@@ -187,3 +215,32 @@ class Stack:
 
     def dead(self) -> list[Worker]:
         return [w for w in self.workers if w.process.poll() is not None]
+
+    def supervise(self) -> list[str]:
+        """One round of supervision: a dead embedded broker is restarted on its port and the topics re-created
+        (it kept nothing), then every dead worker is started again in its place (same index, so the same
+        group_instance_id, and the same metrics port). Returns what was restarted, for the log."""
+        done = []
+        if self.broker is not None and not self.broker.alive():
+            code = self.broker.process.returncode if self.broker.process else None
+            t0 = time.monotonic()
+            self.broker.restart()
+            self.create_topics()
+            done.append(f"broker (exit {code}) in {time.monotonic() - t0:.2f} s")
+        now = time.monotonic()
+        for w in self.dead():
+            key = (w.service.name, w.index)
+            quick, not_before = self._backoff.get(key, (0, 0.0))
+            if not_before:  # waiting out a back-off
+                if now < not_before:
+                    continue
+            else:
+                quick = quick + 1 if now - w.started < 10 else 0
+                if quick > 1:  # died young again: wait 1, 2, 4 … 30 s (the first death restarts at once)
+                    self._backoff[key] = (quick, now + min(30.0, 2.0 ** (quick - 2)))
+                    continue
+            self._backoff[key] = (quick, 0.0)
+            self.workers.remove(w)
+            self.spawn(w.service, index=w.index, metrics_port=w.metrics_port or None)
+            done.append(f"{w.service.name}-{w.index} (exit {w.process.returncode})")
+        return done

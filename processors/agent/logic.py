@@ -1,6 +1,6 @@
 """The agent processor: transcripts in, reply sentences out, state in a changelog.
 
-Inputs: ``calls`` (greet on call_started), ``transcripts`` (reply to finals),
+Inputs: ``calls`` (greet on call_started; answer key presses and silences), ``transcripts`` (reply to finals),
 ``turns`` (cancel a reply on barge-in). Outputs: ``replies``, ``agent.state``,
 ``usage`` (tokens and cost per reply) and ``calls`` (engine fallbacks).
 
@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Protocol
 
+from processors.agent import policy
 from processors.agent.engine import ENDED, Agent
 from processors.resilience import Fallback, Journal, Usage, pumped
 from processors.usage import PriceTable
@@ -50,6 +51,7 @@ from switchboard.topics import CALLS, TRANSCRIPTS, TURNS, Topic
 logger = logging.getLogger(__name__)
 
 _EVERY_TURN = 2**62  # interrupt() through this turn: whatever reply is streaming
+INPUT_SEQ_SLOT = "input.seq"  # turn_seq of the last key press or silence answered: a replay is not answered twice
 
 
 class StateStore(Protocol):
@@ -96,6 +98,9 @@ class AgentProcessor:
             elif r.kind is CallEventKind.CALL_ENDED and (state := self._end(r.call_id)):
                 state.ended, state.updated_us = True, now_us()
                 yield Out(state, msg.corr)
+            elif r.kind in (CallEventKind.DTMF, CallEventKind.SILENCE):
+                async for out in self._caller_input(r, msg.corr):
+                    yield out
         elif isinstance(r, Transcript) and r.kind is TranscriptKind.FINAL:
             state = self.states.get(r.call_id)
             if state is None or state.ended or r.turn_seq <= state.last_turn_seq or not r.text.strip():
@@ -112,6 +117,36 @@ class AgentProcessor:
             self.interrupt(r.call_id, r.cancelled_turn_seq)
             if state is not None:
                 yield Out(self._record(state, r.cancelled_turn_seq, 0, ReplyKind.CANCEL, ""), msg.corr)
+
+    async def _caller_input(self, r: CallEvent, corr: Correlation) -> AsyncIterator[Out]:
+        """A key press or a silence from the ingress (README "Silence and the keypad"). The ingress numbers the event
+        with a turn_seq after every turn so far and before the caller's next one, so the answer plays in order."""
+        state = self.states.get(r.call_id)
+        if state is None or state.ended or state.stage == ENDED or r.turn_seq is None or r.call_id in self.ended:
+            return
+        if r.turn_seq <= max(state.last_turn_seq, int(state.slots.get(INPUT_SEQ_SLOT, "-1"))):
+            return  # a replay, or older than the turn already answered
+        fixed: list[str] | None = None
+        text: str | None = None
+        if r.kind is CallEventKind.SILENCE:
+            # not a caller turn: turns, last_turn_seq and the engine's history stay as they were
+            stage = r.attributes.get("stage", "")
+            fixed = policy.let_go(state) if stage == "hangup" else policy.still_there(state) if stage else None
+        elif (digit := r.reason or "") == policy.HANDOFF_KEY:
+            metrics.KEYPAD.labels("handoff").inc()
+            fixed = policy.handoff(state)
+        elif (text := policy.key_answer(state, digit)) is not None:
+            metrics.KEYPAD.labels(text).inc()
+        else:
+            metrics.KEYPAD.labels("ignored").inc()
+        if fixed is None and text is None:
+            return
+        state.slots[INPUT_SEQ_SLOT] = str(r.turn_seq)
+        if text is not None:  # the key stands for the caller's words: a turn like a spoken one
+            state.last_turn_seq = r.turn_seq
+            state.turns += 1
+        async for out in self._reply(state, r.turn_seq, text, corr.child(r.turn_seq), Timings(), fixed):
+            yield out
 
     def _end(self, call_id: str) -> DialogState | None:
         self.ended.end(call_id)
@@ -165,13 +200,25 @@ class AgentProcessor:
         )
 
     async def _reply(
-        self, state: DialogState, turn_seq: int, text: str | None, corr: Correlation, timings: Timings
+        self,
+        state: DialogState,
+        turn_seq: int,
+        text: str | None,
+        corr: Correlation,
+        timings: Timings,
+        fixed: list[str] | None = None,
     ) -> AsyncIterator[Out]:
+        """Stream the engine's greeting (no ``text``) or answer to ``text``; or the ``fixed`` sentences, whatever
+        the engine (keypad hand-off, silence prompts)."""
         started = now_us()
         stop = asyncio.Event()
         self.replying[state.call_id] = (turn_seq, stop)
 
         async def produce(emit: Callable[[str], None]) -> None:
+            if fixed is not None:
+                for s in fixed:
+                    emit(s)
+                return
             async for s in self.engine.greet(state) if text is None else self.engine.respond(state, text):
                 emit(s)
 

@@ -8,7 +8,7 @@ from processors.agent.engine import Agent
 from processors.agent.logic import AgentProcessor
 from processors.agent.settings import AgentSettings
 from processors.agent.state import ChangelogStore
-from switchboard import logs
+from switchboard import logs, tracing
 from switchboard.runner import serve
 
 
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     settings = AgentSettings()
     logs.setup("agent", settings.log_level)
+    tracing.setup("agent", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     serve(settings, AgentProcessor(create_engine(settings), ChangelogStore(settings)))
     return 0
 

@@ -4,6 +4,10 @@ Intents: book, reschedule, cancel, opening hours, talk to a human, goodbye.
 Booking and rescheduling collect a day and a time, then confirm; cancelling
 collects the day, then confirms. Anything else gets a polite fallback; after
 ``max_fallbacks`` misunderstandings in a row the caller is handed to a human.
+
+The keypad and a silent caller (README "Silence and the keypad") are answered here too, with fixed sentences
+(all in the TTS phrase cache): 0 hands off at any time, 1 and 2 answer a yes/no question as the words would, and
+the ingress's silence events get "are you still there?" and, later, a goodbye that ends the call.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ INTENT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 YES = re.compile(r"\b(yes|yeah|yep|sure|correct|right|please do|go ahead|ok(ay)?|perfect|great)\b")
 NO = re.compile(r"\b(no|nope|not|don'?t|wrong)\b")
+HANDOFF_KEY = "0"
+KEY_ANSWERS = {"1": "yes", "2": "no"}  # a key pressed at a yes/no question stands for these words
+YES_NO_STAGES = frozenset({"confirm"})  # stages whose last question was a yes/no one
+STILL_THERE = ("Are you still there?",)
+LET_GO = ("I'll let you go now. Goodbye.",)
+KEYS_HINT = "You can say yes or press 1, or say no or press 2."
 TIME = re.compile(
     r"\b(\d{1,2}|"
     + "|".join(NUMBER_WORDS)
@@ -171,7 +181,7 @@ class ClinicPolicy:
             s.pop("time", None)
             state.stage = "ask_day"
             return ["No problem.", "Which day would suit you better?"]
-        return ["Sorry, was that a yes or a no?"]
+        return ["Sorry, was that a yes or a no?", KEYS_HINT]
 
     def _fallback(self, state: DialogState) -> list[str]:
         n = int(state.slots.get("fallbacks", "0")) + 1
@@ -185,7 +195,29 @@ class ClinicPolicy:
         ]
 
     def _handoff(self, state: DialogState) -> list[str]:
-        state.intent = "human"
-        state.stage = ENDED
-        state.slots["outcome"] = "handoff"
-        return ["Let me put you through to one of our staff.", "Please hold."]
+        return handoff(state)
+
+
+def handoff(state: DialogState) -> list[str]:
+    """To a human: the call ends here (the transfer itself is the telephony's), outcome ``handoff``."""
+    state.intent = "human"
+    state.stage = ENDED
+    state.slots["outcome"] = "handoff"
+    return ["Let me put you through to one of our staff.", "Please hold."]
+
+
+def key_answer(state: DialogState, digit: str) -> str | None:
+    """The words a key stands for at this point of the dialog, or None when it means nothing here."""
+    return KEY_ANSWERS.get(digit) if state.stage in YES_NO_STAGES else None
+
+
+def still_there(state: DialogState) -> list[str]:
+    """The caller has been silent a while: ask, leaving the dialog where it was (not a caller turn)."""
+    return list(STILL_THERE)
+
+
+def let_go(state: DialogState) -> list[str]:
+    """The caller stayed silent: say goodbye and end the call; the outcome stays what the call had reached."""
+    state.stage = ENDED
+    state.slots["outcome"] = state.slots.get("outcome", "resolved" if state.slots.get("done") else "abandoned")
+    return list(LET_GO)

@@ -6,7 +6,7 @@ import argparse
 
 from processors.enrich.logic import Enricher
 from processors.enrich.settings import EnrichSettings
-from switchboard import logs
+from switchboard import logs, tracing
 from switchboard.redact import Redactor, install_log_redaction
 from switchboard.runner import serve
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     settings = EnrichSettings()
     logs.setup("enrich", settings.log_level)
+    tracing.setup("enrich", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     install_log_redaction(Redactor())
     serve(settings, Enricher(settings))
     return 0

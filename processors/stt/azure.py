@@ -35,6 +35,7 @@ class AzureSttStream:
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Lock()
         self._partials: list[SttResult] = []
+        self._latest = ""  # the newest interim hypothesis of the phrase being recognised
         self._finals: list[str] = []
         self._detected: str | None = None
         self._error: AzureSttError | None = None
@@ -65,12 +66,14 @@ class AzureSttStream:
 
     def _on_recognizing(self, evt: Any) -> None:
         with self._lock:
+            self._latest = evt.result.text
             self._partials.append(SttResult(evt.result.text, False, self.samples * 1000 // self.sample_rate,
                                             self._language(evt.result)))
 
     def _on_recognized(self, evt: Any) -> None:
         if evt.result.text:
             with self._lock:
+                self._latest = ""
                 self._finals.append(evt.result.text)
                 self._detected = self._language(evt.result)
 
@@ -102,6 +105,14 @@ class AzureSttStream:
         with self._lock:
             partials, self._partials = self._partials, []
         return partials
+
+    async def early(self) -> SttResult:
+        """The phrases recognised so far and the latest interim hypothesis, without waiting: a streaming engine
+        has it already. Not final: the service revises interims, so the turn's final still comes from ``finish``."""
+        with self._lock:
+            text = " ".join([*self._finals, self._latest]).strip()
+            language = self._detected or self.language
+        return SttResult(text, False, self.samples * 1000 // self.sample_rate, language)
 
     async def finish(self) -> SttResult:
         """Close the audio and wait for the last phrase (bounded by the caller's deadline)."""

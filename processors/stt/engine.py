@@ -27,6 +27,11 @@ class SttStream(Protocol):
         """Feed bus-rate int16 samples; returns any interim results ready now."""
         ...
 
+    async def early(self) -> SttResult:
+        """The turn so far, at a pause; the stream stays open and keeps its audio. ``final`` is True when the
+        result is what ``finish`` would give for the same audio (a whole-turn decode), so it may stand in for it."""
+        ...
+
     async def finish(self) -> SttResult:
         """End of turn: the final result."""
         ...
@@ -56,9 +61,21 @@ class WholeTurnStream:
         self.parts.append(samples)
         return []
 
+    async def early(self) -> SttResult:
+        """Decode the audio so far on the inference pool, keeping it: the turn may go on after this pause."""
+        return await self._decode(self._audio())
+
     async def finish(self) -> SttResult:
-        audio = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.int16)
+        audio = self._audio()
         self.parts = []
+        return await self._decode(audio)
+
+    def _audio(self) -> np.ndarray:
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]  # an early decode and the final one share the join
+        return self.parts[0] if self.parts else np.zeros(0, dtype=np.int16)
+
+    async def _decode(self, audio: np.ndarray) -> SttResult:
         text = await run_inference(self.transcribe, audio) if len(audio) >= self.min_samples else ""
         return SttResult(text, True, len(audio) * 1000 // self.sample_rate, self.language)
 

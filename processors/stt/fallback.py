@@ -60,6 +60,19 @@ class _Turn:
             self.error = exc
             return []
 
+    async def early(self) -> SttResult:
+        """The primary engine's turn so far, at a pause. A failure here is kept for ``finish`` (which falls back to
+        the offline engine) and gives an empty, non-final result: the turn then ends on its silence fallback."""
+        empty = SttResult("", False, sum(len(a) for a in self.audio) * 1000 // self.sample_rate, self.language)
+        early = getattr(self.stream, "early", None)
+        if self.error is not None or early is None:
+            return empty
+        try:
+            return await early()
+        except Exception as exc:
+            self.error = exc
+            return empty
+
     async def finish(self) -> SttResult:
         async def final() -> SttResult:
             if self.error is not None:

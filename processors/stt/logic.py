@@ -3,6 +3,14 @@
 A turn's stream stays open across input batches; ``commit_floor`` keeps the
 offset of its first chunk uncommitted, so if the partition moves to another
 worker mid-turn, the new owner replays the whole turn and no turn is lost.
+
+Early transcripts: a chunk marked ``pause`` (the turns processor heard ``pause_ms`` of silence)
+has the turn so far decoded at once, on the inference pool, and published as an ``early``
+transcript whose ``audio_ms`` names the pause (the turns processor judges the end of the turn
+with it; the agent and the sink ignore it). The stream stays open. If the final chunk says no
+voiced audio came after that pause (``silent_since_pause``), the early result is the turn's
+final transcript and nothing is decoded again, so the final is out as soon as the turn ends;
+otherwise (the caller went on) it is dropped and the turn is decoded whole, as before.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 from processors.resilience import Usage
-from processors.stt.engine import SpeechToText, SttStream
+from processors.stt.engine import SpeechToText, SttResult, SttStream
 from processors.usage import PriceTable
 from switchboard import metrics
 from switchboard.audio import pcm16_to_array
@@ -30,6 +38,10 @@ class _Turn:
     partition: int
     first_offset: int
     next_seq: int = 0
+    samples: int = 0  # audio received so far: an early transcript's audio_ms names its pause by it
+    early: SttResult | None = None  # the latest pause's early result, while it may stand in for the final
+    early_us: int | None = None  # when it was ready
+    decoded_us: int = 0  # when the last early decode ended (whether or not it may stand in for the final)
 
 
 class Transcriber:
@@ -76,25 +88,65 @@ class Transcriber:
             return  # duplicate delivery
         turn.next_seq = chunk.seq + 1
         if chunk.pcm:
-            for partial in await turn.stream.push(pcm16_to_array(chunk.pcm)):
+            samples = pcm16_to_array(chunk.pcm)
+            turn.samples += len(samples)
+            for partial in await turn.stream.push(samples):
                 yield Out(
                     self._transcript(chunk, partial.text, TranscriptKind.PARTIAL, partial.audio_ms, None), msg.corr
                 )
+        if chunk.pause and not chunk.final:
+            early = await self._early(chunk, turn)
+            if early is not None:
+                yield Out(early, msg.corr)
+            return
         if not chunk.final:
             return
         del self.turns[chunk.call_id]
         started = now_us()
-        result = await turn.stream.finish()
-        finished = now_us()
+        extra: dict[str, int | None] = {}
+        if chunk.silent_since_pause and turn.early is not None:
+            # nothing voiced since the pause: its early decode is the whole turn's transcript
+            result = SttResult(turn.early.text, True, turn.samples * 1000 // chunk.sample_rate, turn.early.language,
+                               turn.early.confidence)
+            await turn.stream.cancel()
+            finished = max(now_us(), started + 1)
+            extra["early_transcript_us"] = turn.early_us
+            metrics.STT_FINALS.labels(self.engine.name, "early").inc()
+        else:
+            result = await turn.stream.finish()
+            finished = now_us()
+            metrics.STT_FINALS.labels(self.engine.name, "decoded").inc()
+        if turn.decoded_us > chunk.ts_us:
+            # An early decode was still running when the turn ended, and its pause chunk's handler held this final
+            # back: the caller waited for STT from the end of the turn (the final chunk's ts), not from now.
+            started = min(started, chunk.ts_us + 1)
         metrics.STAGE_LATENCY.labels("stt", self.engine.name).observe((finished - started) / 1e6)
-        timings = replace(chunk.timings or Timings(), stt_started_us=started, stt_finished_us=finished)
-        logger.info("transcribed", extra={"fields": {"turn": chunk.turn_seq, "ms": (finished - started) // 1000}})
+        timings = replace(chunk.timings or Timings(), stt_started_us=started, stt_finished_us=finished, **extra)
+        logger.info("transcribed", extra={"fields": {"turn": chunk.turn_seq, "ms": (finished - started) // 1000,
+                                                     "early": "early_transcript_us" in extra}})
         yield Out(
             self._transcript(chunk, result.text, TranscriptKind.FINAL, result.audio_ms, timings, result.confidence),
             msg.corr,
         )
         usage = Usage("stt", self.engine.name, chunk.turn_seq, stt_audio_seconds=result.audio_ms / 1000)
         yield Out(self.prices.record(chunk.call_id, usage), msg.corr)
+
+    async def _early(self, chunk: SpeechChunk, turn: _Turn) -> Transcript | None:
+        """The turn so far decoded at a pause, as an ``early`` transcript naming the pause by its audio_ms."""
+        turn.early = turn.early_us = None  # a new pause: the previous one's result is stale
+        early = getattr(turn.stream, "early", None)
+        if early is None:
+            return None  # an engine (or wrapper) without early results: the turns processor falls back to timing
+        started = now_us()
+        result: SttResult = await early()
+        ready = turn.decoded_us = now_us()
+        metrics.EARLY_TRANSCRIPT.labels(self.engine.name).observe((ready - started) / 1e6)
+        logger.debug("early transcript", extra={"fields": {"turn": chunk.turn_seq, "ms": (ready - started) // 1000,
+                                                           "since_chunk_ms": (ready - chunk.ts_us) // 1000}})
+        if result.final:  # a whole-turn decode: it may stand in for the final if the caller says no more
+            turn.early, turn.early_us = result, ready
+        audio_ms = turn.samples * 1000 // chunk.sample_rate
+        return self._transcript(chunk, result.text, TranscriptKind.EARLY, audio_ms, None, result.confidence)
 
     def _transcript(
         self,

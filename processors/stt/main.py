@@ -10,7 +10,7 @@ from processors.stt.engine import SpeechToText
 from processors.stt.logic import Transcriber
 from processors.stt.moonshine_convert import ModelMissing
 from processors.stt.settings import SttSettings
-from switchboard import logs
+from switchboard import logs, tracing
 from switchboard.redact import Redactor
 from switchboard.runner import serve
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     settings = SttSettings()
     logs.setup("stt", settings.log_level)
+    tracing.setup("stt", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     try:
         engine = create_engine(settings)
     except ModelMissing as exc:

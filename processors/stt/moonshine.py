@@ -115,6 +115,9 @@ class MoonshineEngine:
 
     def __init__(self, models_dir: str = "", threads: int = 1) -> None:
         self.model = MoonshineModel(model_dir(models_dir), threads)
+        # One decode at start-up: onnxruntime's first run of each session allocates and pages in the weights
+        # (seconds on a busy box), which the first caller's turn would otherwise pay.
+        self.model.transcribe(np.zeros(RATE, dtype=np.int16))
 
     def open(self, language: str, sample_rate: int) -> WholeTurnStream:
         if sample_rate != RATE:

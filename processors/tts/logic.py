@@ -2,7 +2,16 @@
 
 Also reads ``calls`` (co-partitioned, same key) and watches it: once a call has ended, its
 queued sentences are skipped and a synthesis in progress is cut short (a job still waiting in
-the inference pool is dropped), so a caller who hung up costs no more synthesis.
+the inference pool is dropped), so a caller who hung up costs no more synthesis. It watches ``replies`` too: a
+barge-in's CANCEL, queued behind the sentence being made, cuts that sentence short the same way (with the first
+clause cut, the rest of a sentence is never made once the caller has barged in).
+
+When a call starts, its filler phrase goes to its reply partition (``AudioOut`` kind ``filler``), from the phrase
+cache: the ingress keeps it and plays it only when a reply is late (ingress/filler.py).
+
+A reply's audio is numbered so that a replay repeats the numbers: chunk i of sentence s is ``s × SEQ_STRIDE + i``,
+and its END is ``n × SEQ_STRIDE`` (n sentences). A restarted worker re-emits what it had not committed with the
+same (turn_seq, seq), and the ingress drops what it already has: ENDs and audio are idempotent.
 """
 
 from __future__ import annotations
@@ -11,8 +20,12 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+import numpy as np
+from prometheus_client import Counter
+
 from processors.resilience import Fallback, Usage
 from processors.tts.engine import TextToSpeech
+from processors.tts.phrase_cache import FILLER_PHRASE
 from processors.usage import PriceTable
 from switchboard import metrics
 from switchboard.audio import BUS_RATE, array_to_pcm16
@@ -22,12 +35,18 @@ from switchboard.runner import Incoming, Out
 from switchboard.topics import CALLS, REPLIES, Topic
 
 logger = logging.getLogger(__name__)
+SEQ_STRIDE = 10_000  # audio.out seq numbers per reply sentence (200 ms chunks: 33 minutes of one sentence)
+FILLER_TURN = -1  # turn_seq of a filler record: it answers no turn
+BARGE_IN_CUTS = Counter(
+    "switchboard_tts_barge_in_cuts_total", "sentences whose synthesis a barge-in's CANCEL cut short (rest not made)"
+)
 
 
 class Synthesizer:
     name = "tts"
     inputs: tuple[Topic, ...] = (REPLIES, CALLS)
-    watch: tuple[Topic, ...] = (CALLS,)  # a hang-up must stop synthesis already under way
+    # a hang-up, or a barge-in's CANCEL, must stop synthesis already under way (e.g. between a sentence's two parts)
+    watch: tuple[Topic, ...] = (CALLS, REPLIES)
 
     def __init__(self, engine: TextToSpeech, chunk_ms: int = 200, prices: PriceTable | None = None) -> None:
         self.engine = engine
@@ -36,6 +55,9 @@ class Synthesizer:
         self.cancelled: dict[str, int] = {}  # call_id → replies up to this turn are cancelled
         self.next_seq: dict[tuple[str, int], int] = {}
         self.ended = EndedCalls()
+        self.barged = EndedCalls()  # "call_id/turn_seq" of sentences a CANCEL stopped while they were being made
+        self.speaking: dict[str, int] = {}  # call_id → turn_seq of the sentence being made
+        self.filler_pcm: bytes | None = None  # the filler phrase, synthesised (or taken from the cache) once
 
     async def on_assigned(self, partitions: set[int]) -> None:
         return None
@@ -49,6 +71,15 @@ class Synthesizer:
     async def on_watched(self, record: object) -> None:
         if isinstance(record, CallEvent) and record.kind is CallEventKind.CALL_ENDED:
             self.ended.end(record.call_id)
+        elif isinstance(record, AgentReply) and record.kind is ReplyKind.CANCEL:
+            self._cancel(record.call_id, record.turn_seq)
+
+    def _cancel(self, call_id: str, turn_seq: int) -> None:
+        """Replies up to ``turn_seq`` are not spoken: queued sentences are skipped, the one being made is cut."""
+        self.cancelled[call_id] = max(self.cancelled.get(call_id, -1), turn_seq)
+        speaking = self.speaking.get(call_id)
+        if speaking is not None and speaking <= turn_seq:
+            self.barged.end(f"{call_id}/{speaking}")
 
     def _call_ended(self, call_id: str) -> None:
         self.ended.end(call_id)
@@ -62,6 +93,11 @@ class Synthesizer:
         if isinstance(msg.record, CallEvent):
             if msg.record.kind is CallEventKind.CALL_ENDED:
                 self._call_ended(msg.record.call_id)
+            elif msg.record.kind is CallEventKind.CALL_STARTED and msg.record.call_id not in self.ended:
+                filler = await self._filler()
+                if filler:
+                    out = AudioOut(msg.record.call_id, FILLER_TURN, 0, AudioOutKind.FILLER, now_us(), BUS_RATE, filler)
+                    yield Out(out, msg.corr, partition=msg.record.reply_partition)
             return
         r: AgentReply = msg.record
         key = (r.call_id, r.turn_seq)
@@ -70,13 +106,13 @@ class Synthesizer:
                 metrics.ENDED_CALL_SKIPS.labels(self.name, "sentence").inc()
             return
         if r.kind is ReplyKind.CANCEL:
-            self.cancelled[r.call_id] = max(self.cancelled.get(r.call_id, -1), r.turn_seq)
+            self._cancel(r.call_id, r.turn_seq)
             self.next_seq.pop(key, None)
             return
         if r.turn_seq <= self.cancelled.get(r.call_id, -1):
             return
         if r.kind is ReplyKind.END:
-            seq = self.next_seq.pop(key, 0)
+            seq = max(self.next_seq.pop(key, 0), r.seq * SEQ_STRIDE)  # the same number on a replay
             yield Out(
                 AudioOut(r.call_id, r.turn_seq, seq, AudioOutKind.END, now_us(), BUS_RATE, b"", r.end_call),
                 msg.corr,
@@ -90,9 +126,14 @@ class Synthesizer:
         started = now_us()
         timings = r.timings
         first = True
+        self.next_seq[key] = max(self.next_seq.get(key, 0), r.seq * SEQ_STRIDE)
         # a call-aware engine (cloud voice with fallback) keeps a call on the offline voice after a failure
         call_aware = getattr(self.engine, "synthesize_call", None)
         speech = call_aware(r.call_id, r.text, r.voice) if call_aware else self.engine.synthesize(r.text, r.voice)
+        # An engine may yield a sentence in parts (FirstClauseTts): the first chunk of the first part is the first
+        # audio; a CANCEL or hang-up after a part stops the next from being made.
+        self.speaking[r.call_id] = r.turn_seq
+        speech = self.barged.until_ended(f"{r.call_id}/{r.turn_seq}", speech)
         async for audio in self.ended.until_ended(r.call_id, speech):
             for i in range(0, len(audio), self.chunk_samples):
                 t: Timings | None = None
@@ -109,8 +150,11 @@ class Synthesizer:
                     msg.corr,
                     partition=r.reply_partition,
                 )
+        self.speaking.pop(r.call_id, None)
         if r.call_id in self.ended:  # hung up while this sentence was being made: the rest was never made
             metrics.ENDED_CALL_SKIPS.labels(self.name, "synthesis_cut").inc()
+        elif f"{r.call_id}/{r.turn_seq}" in self.barged:  # barged into: likewise
+            BARGE_IN_CUTS.inc()
         journal = getattr(self.engine, "journal", None)
         notes = (
             journal.drain(r.call_id)
@@ -138,3 +182,19 @@ class Synthesizer:
                     ),
                     msg.corr,
                 )
+
+    async def _filler(self) -> bytes:
+        """The filler phrase as PCM16, made once per process (a cache hit where the phrase cache is on); empty if the
+        engine fails: a call without a filler only loses the filler."""
+        if self.filler_pcm is None:
+            try:
+                parts = [audio async for audio in self.engine.synthesize(FILLER_PHRASE, None)]
+            except Exception as exc:
+                logger.warning("filler phrase not synthesised", extra={"fields": {"error": repr(exc)}})
+                return b""
+            audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+            loud = np.flatnonzero(np.abs(audio) > 500)  # -36 dBFS
+            # without the voice's lead-in and trailing silence: a reply that comes while the filler plays waits for it
+            trimmed = audio[max(0, loud[0] - BUS_RATE // 50) : loud[-1] + BUS_RATE // 10] if len(loud) else audio
+            self.filler_pcm = array_to_pcm16(trimmed)
+        return self.filler_pcm

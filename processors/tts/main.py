@@ -8,25 +8,29 @@ import asyncio
 from processors.tts.engine import TextToSpeech
 from processors.tts.logic import Synthesizer
 from processors.tts.settings import TtsSettings
-from switchboard import logs
+from switchboard import logs, tracing
 from switchboard.runner import serve
 
 
 def create_engine(settings: TtsSettings) -> TextToSpeech:
     if settings.tts_engine == "piper":
-        from processors.tts.piper import PiperEngine
+        from processors.tts.first_clause import FirstClauseTts
+        from processors.tts.piper import FIXED_GAIN, PiperEngine
 
-        piper = PiperEngine(settings.piper_length_scale)
+        # cut sentences: one fixed gain for every text, so a first clause and its rest match in level
+        first_clause = settings.tts_first_clause
+        piper = PiperEngine(settings.piper_length_scale, gain=FIXED_GAIN if first_clause else None)
         if not settings.phrase_cache:
-            return piper
+            return FirstClauseTts(piper) if first_clause else piper
         from processors.tts.phrase_cache import CachedTts, PhraseCache
 
-        cached = CachedTts(piper, PhraseCache([*settings.phrases, settings.fallback_phrase]))
+        openers = settings.tts_clause_phrases if first_clause else []
+        cached = CachedTts(piper, PhraseCache([*settings.phrases, settings.fallback_phrase, *openers]))
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # at start-up, before the service's loop: warm now, so the first call finds them
             asyncio.run(cached.warm())
-        return cached
+        return FirstClauseTts(cached) if first_clause else cached
     if settings.tts_engine == "azure":
         from processors.tts.cloud import cloud_tts
 
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ).parse_args(argv)
     settings = TtsSettings()
     logs.setup("tts", settings.log_level)
+    tracing.setup("tts", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     serve(settings, Synthesizer(create_engine(settings), settings.chunk_ms))
     return 0
 

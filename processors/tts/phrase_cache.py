@@ -41,7 +41,33 @@ DEFAULT_PHRASES = (
     "Is that right?",
     "No problem.",
     "Sorry, was that a yes or a no?",
+    "You can say yes or press 1, or say no or press 2.",
+    "Are you still there?",
+    "I'll let you go now. Goodbye.",
 )
+
+# Openers of sentences that are not cached whole (the policy's confirmations carry a day and a time; an LLM's
+# replies start like this too): with the first clause cut (first_clause.py) the opener plays from the cache at once.
+CLAUSE_PHRASES = (
+    "Just to confirm,",
+    "Sure,",
+    "Great,",
+    "Okay,",
+    "Alright,",
+    "Of course,",
+    "Certainly,",
+    "Perfect,",
+    "Thank you,",
+    "Thanks,",
+    "No problem,",
+    "Got it,",
+    "Sorry,",
+)
+
+
+# Played by the ingress when a reply is late (ingress/filler.py); the TTS processor sends it to each call at call start,
+# so it is always cached (and warmed with the listed phrases).
+FILLER_PHRASE = "One moment, please."
 
 
 def normalise(text: str) -> str:
@@ -50,7 +76,7 @@ def normalise(text: str) -> str:
 
 class PhraseCache:
     def __init__(self, phrases: Iterable[str] = DEFAULT_PHRASES) -> None:
-        self.phrases = {normalise(p): p for p in phrases}
+        self.phrases = {normalise(p): p for p in (*phrases, FILLER_PHRASE)}
         self.audio: dict[tuple[str, str, str], np.ndarray] = {}
 
     def cacheable(self, text: str) -> bool:

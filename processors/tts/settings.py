@@ -3,7 +3,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from processors.azure_speech import AzureSpeechSettings
-from processors.tts.phrase_cache import DEFAULT_PHRASES
+from processors.tts.phrase_cache import CLAUSE_PHRASES, DEFAULT_PHRASES
 
 
 class TtsSettings(AzureSpeechSettings):
@@ -36,3 +36,14 @@ class TtsSettings(AzureSpeechSettings):
         "of the offline agent plays at once (with azure the cache is always on)",
     )
     fallback_phrase: str = Field("Sorry, give me a moment.", description="said when the cloud voice fails mid-call")
+    tts_first_clause: bool = Field(
+        True,
+        description="piper: synthesise a sentence's first clause alone and send it at once, the rest while it "
+        "plays (cut at the first comma, semicolon, colon or dash within 5 words, else between two words; "
+        "sentences of up to 6 words stay whole), so any sentence starts playing within ~150 ms",
+    )
+    tts_clause_phrases: list[str] = Field(
+        list(CLAUSE_PHRASES),
+        description="piper, with the first clause on: sentence openers kept in the phrase cache (warmed at start), "
+        "so a sentence starting with one plays at once; JSON list",
+    )

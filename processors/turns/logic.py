@@ -1,8 +1,9 @@
 """Turn-taking per call: speech onset, end of turn, barge-in.
 
 Inputs: ``audio.in`` (caller frames; each says which reply partition the
-caller's ingress node reads and which agent reply it is playing right now) and
-``calls`` (call start/end). Outputs: ``turns`` events, the turn's audio on
+caller's ingress node reads and which agent reply it is playing right now),
+``calls`` (call start/end) and ``transcripts`` (STT's early transcripts, for the
+end-of-turn decision). Outputs: ``turns`` events, the turn's audio on
 ``speech`` for STT, ``playback`` clear commands on barge-in, and a
 ``call_ended`` (reason ``ingress_lost``) for calls whose audio stopped without
 an end, as when an ingress node dies.
@@ -15,21 +16,48 @@ turn's audio goes to STT one chunk per record (the pre-roll with the onset).
 A turn's ID is the call's 20 ms frame number at speech onset, so it is the same
 whichever worker detects it: after a rebalance the new owner replays from the
 open turn's first frame (``commit_floor``) and reaches the same IDs.
+
+The end of a turn is decided by meaning (``profiles.py`` has the policy and the numbers):
+
+1. When a turn in speech reaches ``pause_ms`` of silence (and again at each later pause after
+   new voiced audio), its audio so far goes to STT as a chunk marked ``pause``, and Smart Turn
+   starts on its last 8 s, off the event loop. The pause is identified by the turn's audio sent
+   so far (``audio_ms``), which STT's ``early`` transcript echoes.
+2. Once Smart Turn's probability and that pause's early transcript are both known, ``judge``
+   gives a verdict: complete → the turn ends when the silence reaches ``complete_end_ms``
+   (~250 ms; at once if it already has, which is the usual case: the transcript comes back
+   ~150-300 ms into the silence); unfinished (prosody, or a dangling last word) → it ends only at
+   ``incomplete_end_ms`` (~1.1 s). Smart Turn alone can say "unfinished", never "finished": a
+   phrase cut off with falling intonation sounds finished to it.
+3. With no verdict (no early transcript yet, Smart Turn off or failed) the turn ends after
+   ``end_of_turn_ms`` (700 ms), as before. Voiced audio at any point voids the pause's judgement.
+
+Silence is counted in the caller's frames, not the wall clock, so a replay of the same frames
+and transcripts decides the same; a verdict that arrives after its silence has already passed
+ends the turn when it arrives, with the audio seen so far. Turn IDs do not depend on when a turn
+ended (the next onset is a frame number). An early transcript redelivered on a replay names its
+pause by ``audio_ms`` and applies only to that pause.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
+import numpy as np
+
+from processors.turns.profiles import ENGLISH, TurnProfile, Verdict, dangling_word, judge, profile_for
 from processors.turns.settings import TurnsSettings
 from processors.turns.vad import VoiceActivity
 from switchboard import metrics
 from switchboard.audio import pcm16_to_array
 from switchboard.bus import Correlation
+from switchboard.inference import run_inference
 from switchboard.records import (
     AudioFrame,
     CallEvent,
@@ -38,17 +66,40 @@ from switchboard.records import (
     PlaybackKind,
     SpeechChunk,
     Timings,
+    Transcript,
+    TranscriptKind,
     TurnEvent,
     TurnEventKind,
     now_us,
 )
 from switchboard.runner import Incoming, Out
-from switchboard.topics import AUDIO_IN, CALLS, Topic
+from switchboard.topics import AUDIO_IN, CALLS, TRANSCRIPTS, Topic
 
 logger = logging.getLogger(__name__)
 
 
 FRAME_MS = 20  # the unit of every decision: a record of 40-100 ms is stepped through 20 ms at a time
+SMART_TURN_RATE = 16_000
+SMART_TURN_BYTES = SMART_TURN_RATE * 8 * 2  # Smart Turn hears the last 8 s of the turn (PCM16)
+
+
+class EndOfTurnModel(Protocol):
+    """Smart Turn (``processors.turns.smart_turn.SmartTurn``): P(turn complete) from 16 kHz audio, blocking."""
+
+    def probability(self, samples_16k: np.ndarray) -> float: ...
+
+
+@dataclass(slots=True)
+class _Pause:
+    """The judgement of one pause of the open turn, named by the turn's audio sent to STT up to it."""
+
+    audio_ms: int
+    detected_us: int
+    smart: asyncio.Future[float] | None = None  # Smart Turn on the inference pool
+    probability: float | None = None
+    transcript: str | None = None  # the early transcript of exactly this pause
+    verdict: Verdict | None = None
+    decided_us: int | None = None
 
 
 @dataclass(slots=True)
@@ -82,15 +133,27 @@ class _Call:
     floor: int = 0  # first audio.in offset this call still needs
     pending: bytearray = field(default_factory=bytearray)  # the turn's audio not yet sent as a chunk
     carry: _Frame | None = None  # a partial frame left by a record that was not a whole number of frames
+    profile: TurnProfile = ENGLISH
+    rate: int = SMART_TURN_RATE
+    sent_bytes: int = 0  # the turn's audio sent to STT so far: names a pause (its early transcript's audio_ms)
+    window: bytearray = field(default_factory=bytearray)  # the turn's audio, the last 8-16 s (Smart Turn's input)
+    pause: _Pause | None = None  # the current pause's judgement; None in speech
+    last_offset: int = 0  # audio.in offset of the last record handled
 
 
 class TurnDetector:
     name = "turns"
-    inputs: tuple[Topic, ...] = (AUDIO_IN, CALLS)
+    inputs: tuple[Topic, ...] = (AUDIO_IN, CALLS, TRANSCRIPTS)
 
-    def __init__(self, settings: TurnsSettings, vad_factory: Callable[[], VoiceActivity]) -> None:
+    def __init__(
+        self,
+        settings: TurnsSettings,
+        vad_factory: Callable[[], VoiceActivity],
+        smart_turn: EndOfTurnModel | None = None,
+    ) -> None:
         self.s = settings
         self.vad_factory = vad_factory
+        self.smart_turn = smart_turn  # None: no prosody; the early transcript can only extend a hanging turn
         self.calls: dict[str, _Call] = {}
         self._last_sweep_us = 0
         # per partition: newest frame timestamp handled, and when (monotonic s); see _sweep
@@ -100,6 +163,9 @@ class TurnDetector:
         return None
 
     async def on_revoked(self, partitions: set[int]) -> None:
+        for c in self.calls.values():
+            if c.partition in partitions:
+                _drop_pause(c)
         self.calls = {k: c for k, c in self.calls.items() if c.partition not in partitions}
         self._clock = {p: t for p, t in self._clock.items() if p not in partitions}
 
@@ -119,10 +185,17 @@ class TurnDetector:
         record = msg.record
         if isinstance(record, CallEvent):
             if record.kind is CallEventKind.CALL_ENDED:
-                self.calls.pop(record.call_id, None)
+                ended = self.calls.pop(record.call_id, None)
+                if ended is not None:
+                    _drop_pause(ended)  # no work for a call that has ended
             elif record.kind is CallEventKind.CALL_STARTED:
                 c = self._call(record.call_id, msg.partition)
-                c.started, c.language = record, record.language
+                c.started, c.language, c.profile = record, record.language, profile_for(record.language)
+            return
+        if isinstance(record, Transcript):
+            if record.kind is TranscriptKind.EARLY:
+                for out in await self._early(record, msg.corr):
+                    yield out
             return
         if isinstance(record, AudioFrame):
             # the load generator's lost-frame count compares this with the 20 ms frames callers sent
@@ -158,6 +231,7 @@ class TurnDetector:
                 newest = now
             if c.last_frame_us and c.last_frame_us < newest - timeout_us:
                 del self.calls[call_id]
+                _drop_pause(c)
                 if c.started is not None:
                     logger.warning("call lost its ingress", extra={"fields": {"call_id": call_id}})
                     ended = replace(c.started, kind=CallEventKind.CALL_ENDED, ts_us=now_us(), reason="ingress_lost")
@@ -169,14 +243,88 @@ class TurnDetector:
                     )
         return outs
 
-    def _flush(self, c: _Call, frame: AudioFrame, corr: Correlation) -> Out:
+    def _flush(self, c: _Call, call_id: str, corr: Correlation, pause: bool = False) -> Out:
         """The turn's audio gathered so far as one chunk (several frames; the pre-roll with the onset)."""
         chunk = SpeechChunk(
-            frame.call_id, c.turn_seq, c.chunk_seq, now_us(), frame.sample_rate, bytes(c.pending), False, c.language
+            call_id, c.turn_seq, c.chunk_seq, now_us(), c.rate, bytes(c.pending), False, c.language, pause=pause
         )
         c.chunk_seq += 1
+        c.sent_bytes += len(c.pending)
         c.pending.clear()
         return Out(chunk, corr)
+
+    def _pause_ms(self, c: _Call) -> int:
+        return max(self.s.pause_ms, c.profile.pause_ms)
+
+    def _start_pause(self, c: _Call) -> None:
+        """The turn reached a pause: judge its audio so far (Smart Turn now, the early transcript when STT has it)."""
+        p = _Pause(audio_ms=c.sent_bytes * 1000 // (2 * c.rate), detected_us=now_us())
+        if self.smart_turn is not None and c.rate == SMART_TURN_RATE:
+            samples = np.frombuffer(bytes(c.window[-SMART_TURN_BYTES:]), dtype=np.int16)
+            p.smart = asyncio.ensure_future(run_inference(self.smart_turn.probability, samples))
+            p.smart.add_done_callback(_retrieve)
+        c.pause = p
+
+    def _settle(self, c: _Call, p: _Pause) -> None:
+        """Give the pause its verdict once what it needs is known; called as frames and transcripts arrive."""
+        if p.verdict is not None:
+            return
+        if p.probability is None and p.smart is not None and p.smart.done():
+            p.probability, p.smart = _probability(p.smart), None
+        profile = c.profile
+        if p.probability is not None:
+            # Smart Turn may rule the turn unfinished alone; "finished" needs the transcript's word too
+            if p.transcript is not None or p.probability < profile.smart_turn_threshold:
+                p.verdict = judge(p.probability, p.transcript, profile)
+        elif p.smart is None and p.transcript is not None:
+            # no prosody (Smart Turn off or failed): the transcript alone can still show a sentence left hanging
+            word = dangling_word(p.transcript, profile)
+            if word is not None:
+                p.verdict = Verdict(False, profile.incomplete_end_ms, f"dangling:{word}")
+        if p.verdict is not None:
+            p.decided_us = now_us()
+            metrics.END_DECISION.observe(max(0, p.decided_us - p.detected_us) / 1e6)
+
+    def _threshold(self, c: _Call) -> tuple[int, str]:
+        """The silence (ms) that ends the open turn now, and why."""
+        if c.pause is not None:
+            self._settle(c, c.pause)
+            if c.pause.verdict is not None:
+                return c.pause.verdict.end_after_ms, c.pause.verdict.reason
+        return self.s.end_of_turn_ms, "timeout"
+
+    async def _early(self, t: Transcript, corr: Correlation) -> list[Out]:
+        """STT's early transcript of a pause: judge the turn, and end it now if its silence is already long enough."""
+        c = self.calls.get(t.call_id)
+        if c is None or not c.in_speech or c.turn_seq != t.turn_seq:
+            logger.debug("early transcript of an ended turn", extra={"fields": {"turn": t.turn_seq}})
+            return []  # a turn already ended (or never seen here)
+        p = c.pause
+        if p is None or p.audio_ms != t.audio_ms or p.transcript is not None:
+            logger.debug(
+                "early transcript of another pause",
+                extra={"fields": {"turn": t.turn_seq, "audio_ms": t.audio_ms, "pause": p.audio_ms if p else None}},
+            )
+            return []  # the caller spoke again after that pause, or a duplicate
+        since_pause_ms = (now_us() - p.detected_us) // 1000
+        logger.debug(
+            "early transcript", extra={"fields": {"turn": t.turn_seq, "silence_ms": c.silence_ms, "ms": since_pause_ms}}
+        )
+        p.transcript = t.text
+        if p.smart is not None and not p.smart.done():
+            # started at the pause, before STT even had the audio: normally done by now; bounded by one model call
+            await asyncio.wait({p.smart})
+            if self.calls.get(t.call_id) is not c or c.pause is not p or not c.in_speech:
+                return []
+        end_after, reason = self._threshold(c)
+        if c.silence_ms < end_after:
+            return []  # the caller's frames will end it
+        outs = []
+        if c.pending:
+            outs.append(self._flush(c, t.call_id, corr))
+        outs.extend(self._end_of_turn(c, t.call_id, corr, reason))
+        c.floor = c.last_offset + 1 if c.carry is None else min(c.last_offset + 1, c.carry.offset)
+        return outs
 
     def _frames(self, c: _Call, record: AudioFrame, offset: int, n: int) -> list[_Frame]:
         """The record cut into 20 ms frames; frame k is the call's frame ``seq + k``, captured 20 ms after frame k-1.
@@ -203,6 +351,7 @@ class TurnDetector:
     ) -> list[Out]:
         """Step through the record's 20 ms frames, one VAD decision each."""
         c.last_frame_us = record.ts_us
+        c.last_offset, c.rate = offset, record.sample_rate
         outs: list[Out] = []
         if not c.in_speech and not any(decisions) and not c.onset_run and c.carry is None:
             # the common case (silence between turns), without cutting the record into frame objects
@@ -233,30 +382,44 @@ class TurnDetector:
                     record.call_id, c.turn_seq, TurnEventKind.SPEECH_STARTED, now_us(), c.speech_start_us
                 )
                 outs.append(Out(started, corr))
+                c.sent_bytes, c.pause = 0, None
+                c.window.clear()
                 for p in c.preroll:
                     c.pending += p.pcm
+                    c.window += p.pcm
                 c.preroll.clear()
             else:
                 if corr is None:
                     corr = in_corr.child(c.turn_seq)
                 c.pending += f.pcm
+                c.window += f.pcm
+                if len(c.window) > 2 * SMART_TURN_BYTES:  # trimmed now and then, not every frame
+                    del c.window[:-SMART_TURN_BYTES]
                 c.turn_ms += FRAME_MS
                 if voiced:
                     c.voiced_ms += FRAME_MS
                     c.silence_ms = 0
                     c.last_voiced_us = f.ts_us
+                    _drop_pause(c)  # the caller went on: that pause's judgement no longer holds
                 else:
                     c.silence_ms += FRAME_MS
+                    if c.pause is None and c.silence_ms >= self._pause_ms(c):
+                        outs.append(self._flush(c, record.call_id, corr, pause=True))
+                        self._start_pause(c)
             assert corr is not None  # set at onset or by the first frame of this record in the turn
             if record.agent_turn_seq is not None and not c.barged and c.voiced_ms >= self.s.barge_in_ms:
                 outs.extend(self._barge_in(c, record, corr))
-            if c.silence_ms >= self.s.end_of_turn_ms or c.turn_ms >= self.s.max_turn_ms:
-                outs.append(self._flush(c, record, corr))
-                outs.extend(self._end_of_turn(c, record, corr))
+            end_after, reason = self._threshold(c)
+            if c.turn_ms >= self.s.max_turn_ms:
+                end_after, reason = 0, "max_length"
+            if c.silence_ms >= end_after:
+                if c.pending:
+                    outs.append(self._flush(c, record.call_id, corr))
+                outs.extend(self._end_of_turn(c, record.call_id, corr, reason))
                 corr = None  # a turn starting later in this record gets its own
                 c.floor = f.offset + 1
         if c.in_speech and c.pending and corr is not None:
-            outs.append(self._flush(c, record, corr))
+            outs.append(self._flush(c, record.call_id, corr))
         if c.carry is not None:  # a partial frame is still needed from its record on
             c.floor = min(c.floor, c.carry.offset)
         return outs
@@ -285,24 +448,74 @@ class TurnDetector:
             ),
         ]
 
-    def _end_of_turn(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:
+    def _end_of_turn(self, c: _Call, call_id: str, corr: Correlation, reason: str) -> list[Out]:
         c.in_speech, c.onset_run = False, 0
         detected = now_us()
-        timings = Timings(speech_start_us=c.speech_start_us, speech_end_us=c.last_voiced_us, turn_detected_us=detected)
-        final = SpeechChunk(
-            frame.call_id, c.turn_seq, c.chunk_seq, detected, frame.sample_rate, b"", True, c.language, timings
+        p = c.pause
+        timings = Timings(
+            speech_start_us=c.speech_start_us,
+            speech_end_us=c.last_voiced_us,
+            turn_detected_us=detected,
+            pause_detected_us=p.detected_us if p else None,
+            end_decision_us=p.decided_us if p else None,
+            end_reason=reason,
         )
+        # no voice since the last pause chunk: STT's early transcript of that pause is the whole turn's
+        final = SpeechChunk(
+            call_id,
+            c.turn_seq,
+            c.chunk_seq,
+            detected,
+            c.rate,
+            b"",
+            True,
+            c.language,
+            timings,
+            silent_since_pause=p is not None,
+        )
+        kind = reason.split(":", 1)[0]  # "dangling:an" counts as dangling: a bounded label set
+        metrics.END_OF_TURN.labels(kind).inc()
+        metrics.TURN_DETECTION.labels(kind).observe(max(0, detected - c.last_voiced_us) / 1e6)
+        logger.info("end of turn", extra={"fields": {"turn": c.turn_seq, "reason": reason, "silence_ms": c.silence_ms}})
+        _drop_pause(c)
+        c.window.clear()
         return [
             Out(
                 TurnEvent(
-                    frame.call_id,
+                    call_id,
                     c.turn_seq,
                     TurnEventKind.END_OF_TURN,
                     detected,
                     c.speech_start_us,
                     speech_end_us=c.last_voiced_us,
+                    end_reason=reason,
                 ),
                 corr,
             ),
             Out(final, corr),
         ]
+
+
+def _drop_pause(c: _Call) -> None:
+    """Forget the current pause's judgement; a Smart Turn still queued for the pool is never run."""
+    if c.pause is not None and c.pause.smart is not None and not c.pause.smart.done():
+        c.pause.smart.cancel()
+    c.pause = None
+
+
+def _retrieve(task: asyncio.Future[float]) -> None:
+    """Mark a failed Smart Turn's exception as seen (it is reported where the result is read, if it is)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _probability(task: asyncio.Future[float]) -> float | None:
+    """Smart Turn's result; a failure is counted and the turn falls back to the transcript and the timeout."""
+    if task.cancelled():
+        return None
+    exc = task.exception()
+    if exc is not None:
+        metrics.ENGINE_ERRORS.labels("turns", "smart-turn").inc()
+        logger.warning("smart turn failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:200]}})
+        return None
+    return task.result()

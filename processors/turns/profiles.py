@@ -52,7 +52,7 @@ def _words(text: str) -> frozenset[str]:
 
 ENGLISH = TurnProfile(
     language="en",
-    pause_ms=220,
+    pause_ms=200,
     complete_end_ms=250,
     incomplete_end_ms=1100,
     smart_turn_threshold=0.5,

@@ -36,7 +36,22 @@ class TurnsSettings(ServiceSettings):
     )
     vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad mode, 0 (least) to 3 (most aggressive)")
     speech_start_ms: int = Field(60, description="voiced audio needed to start a turn")
-    end_of_turn_ms: int = Field(700, description="silence that ends the caller's turn")
+    end_of_turn_ms: int = Field(
+        700,
+        description="silence that ends the caller's turn when no end-of-turn verdict came in time (no early "
+        "transcript, Smart Turn off or failed); a verdict ends it sooner (complete) or later (unfinished)",
+    )
+    pause_ms: int = Field(
+        200,
+        ge=20,
+        description="silence after which a turn is judged: its audio so far goes to STT as a pause chunk (early "
+        "transcript) and to Smart Turn; a language whose profile pauses longer (Spanish: 250 ms) waits for that",
+    )
+    smart_turn: bool = Field(
+        True,
+        description="judge the end of a turn with Smart Turn v3.2 (the ONNX in pipecat-ai) and the early "
+        "transcript; false: the early transcript alone can only extend a turn left hanging",
+    )
     barge_in_ms: int = Field(200, description="voiced audio while the agent speaks that interrupts it")
     preroll_ms: int = Field(300, description="audio kept from before speech onset and sent to STT")
     max_turn_ms: int = Field(30_000, description="a turn longer than this is cut and sent to STT")

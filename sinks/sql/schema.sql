@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS events
     ingress_node    LowCardinality(String)      COMMENT 'ingress node owning the socket (call events)',
     caller          String                      COMMENT 'caller number masked to its last 4 digits (call_started)',
     caller_hash     String                      COMMENT 'salted hash of the caller number (repeat callers)',
-    reason          String                      COMMENT 'detail: end reason, DTMF key (digits masked as # under redaction), error text (redacted)',
+    reason          String                      COMMENT 'detail: end reason (of the call, or of the turn on end_of_turn), DTMF key (digits masked as # under redaction), error text (redacted)',
     value_ms        Nullable(Float64)           COMMENT 'a duration carried by the event: barge-in reaction (playback_cleared), caller speech length (end_of_turn)',
     attributes      Map(String, String)         COMMENT 'channel and engine extras (redacted)',
     kafka_partition UInt16                      COMMENT 'source record partition (deduplication key)',
@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS turns
     agent_ms                Nullable(Float64)               COMMENT 'time inside the agent engine to its first sentence',
     tts_ms                  Nullable(Float64)               COMMENT 'time inside the TTS engine to first audio',
     bus_overhead_ms         Nullable(Float64)               COMMENT 'bus overhead: processing latency not spent inside an engine',
+    pause_detected          Nullable(DateTime64(6, 'UTC'))  COMMENT 'the last pause of the turn reached pause_ms of silence: early transcript and Smart Turn requested',
+    early_transcript        Nullable(DateTime64(6, 'UTC'))  COMMENT 'early transcript of that pause ready (only when the final reused it: no decode after the turn ended)',
+    end_decision            Nullable(DateTime64(6, 'UTC'))  COMMENT 'end-of-turn verdict known (Smart Turn + early transcript), NULL when none came in time',
+    end_reason              LowCardinality(String)          COMMENT 'why the turn ended: complete, prosody, dangling:<word>, timeout, max_length (empty in older rows)',
+    early_ms                Nullable(Float64)               COMMENT 'pause detected → early transcript ready (the early decode, when the final reused it)',
+    decision_ms             Nullable(Float64)               COMMENT 'pause detected → end-of-turn verdict known',
     kafka_partition         UInt16                          COMMENT 'source record partition',
     kafka_offset            UInt64                          COMMENT 'source record offset',
     inserted_at             DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'when the sink wrote the row'
@@ -62,6 +68,14 @@ PARTITION BY toYYYYMM(ts)
 ORDER BY (call_id, turn_seq)
 TTL toDateTime(ts) + INTERVAL {retention_days} DAY
 COMMENT 'one row per answered turn with every latency of the DESIGN.md vocabulary';
+
+-- Columns added after the first release: a database made by an older sink gets them here.
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS pause_detected Nullable(DateTime64(6, 'UTC')) AFTER bus_overhead_ms;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS early_transcript Nullable(DateTime64(6, 'UTC')) AFTER pause_detected;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS end_decision Nullable(DateTime64(6, 'UTC')) AFTER early_transcript;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS end_reason LowCardinality(String) AFTER end_decision;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS early_ms Nullable(Float64) AFTER end_reason;
+ALTER TABLE turns ADD COLUMN IF NOT EXISTS decision_ms Nullable(Float64) AFTER early_ms;
 
 CREATE TABLE IF NOT EXISTS transcripts
 (
@@ -177,7 +191,7 @@ SELECT
     'turns'                                                                   AS source,
     kind,
     turn_seq,
-    if(cancelled_turn_seq IS NULL, '', concat('cancelled turn ', toString(cancelled_turn_seq))) AS reason,
+    if(cancelled_turn_seq IS NULL, ifNull(end_reason, ''), concat('cancelled turn ', toString(cancelled_turn_seq))) AS reason,
     (speech_end_us - speech_start_us) / 1000.0                                AS value_ms,
     kafka_partition,
     kafka_offset
@@ -205,6 +219,12 @@ SELECT
     agent_ms,
     tts_ms,
     bus_overhead_ms,
+    fromUnixTimestamp64Micro(timings.pause_detected_us, 'UTC')                AS pause_detected,
+    fromUnixTimestamp64Micro(timings.early_transcript_us, 'UTC')              AS early_transcript,
+    fromUnixTimestamp64Micro(timings.end_decision_us, 'UTC')                  AS end_decision,
+    ifNull(timings.end_reason, '')                                            AS end_reason,
+    early_ms,
+    decision_ms,
     kafka_partition,
     kafka_offset
 FROM {turn_latency_landing};

@@ -39,6 +39,11 @@ class Stream:
         self.samples += len(samples)
         return [SttResult("partial", False, self.samples // 16, "en-US")]
 
+    async def early(self) -> SttResult:
+        if self.owner.failure == "early":
+            raise ConnectionResetError("connection lost")
+        return SttResult(f"{self.owner.name} so far {self.samples}", False, self.samples // 16, "en-US")
+
     async def finish(self) -> SttResult:
         if self.owner.failure == "hang":
             await asyncio.sleep(3600)
@@ -89,3 +94,21 @@ async def test_the_open_breaker_sends_new_turns_straight_offline(stt):
     opened = cloud.opened
     _, final = await turn(engine)
     assert final.text.startswith("whisper") and cloud.opened == opened
+
+
+async def test_the_cloud_recognisers_early_result_passes_through_at_a_pause(stt):
+    _, offline, engine = stt
+    stream = engine.open("en-US", 16000)
+    await stream.push(np.zeros(4000, dtype=np.int16))
+    early = await stream.early()
+    assert early.text == "azure so far 4000" and not early.final and offline.opened == 0
+
+
+async def test_an_early_result_that_fails_is_empty_and_the_final_falls_back_offline(stt):
+    cloud, _, engine = stt
+    stream = engine.open("en-US", 16000)
+    await stream.push(np.zeros(4000, dtype=np.int16))
+    cloud.failure = "early"
+    early = await stream.early()
+    assert early.text == "" and not early.final and early.audio_ms == 250
+    assert (await stream.finish()).text == "whisper heard 4000"

@@ -127,7 +127,7 @@ def test_the_offline_voice_can_serve_common_phrases_from_a_cache_warmed_at_start
     from processors.tts.main import create_engine
     from processors.tts.settings import TtsSettings
 
-    monkeypatch.setattr("processors.tts.piper.PiperEngine", lambda *a: piper)
+    monkeypatch.setattr("processors.tts.piper.PiperEngine", lambda *a, **k: piper)
     engine = create_engine(TtsSettings(tts_engine="piper", phrase_cache=True))
     assert engine.name == "piper" and engine.cache.get("piper", None, "Sorry, give me a moment.") is not None
 

@@ -133,3 +133,14 @@ async def test_every_fixed_sentence_of_the_policy_is_served_from_the_phrase_cach
     assert fixed <= set(DEFAULT_PHRASES)
     assert not templated & set(DEFAULT_PHRASES)  # a caller's day or time is never cached
     assert TtsSettings().phrase_cache  # on by default, warmed at start-up
+
+
+def test_the_keypad_and_silence_sentences_are_fixed_and_in_the_phrase_cache():
+    from processors.agent import policy
+    from processors.tts.phrase_cache import DEFAULT_PHRASES
+
+    state = _state()
+    said = [*policy.still_there(state), *policy.handoff(_state()), *policy.let_go(state), policy.KEYS_HINT]
+    assert "Are you still there?" in said and "I'll let you go now. Goodbye." in said
+    assert "press 1" in policy.KEYS_HINT and "press 2" in policy.KEYS_HINT
+    assert set(said) <= set(DEFAULT_PHRASES)

@@ -1,5 +1,6 @@
 -- Latency percentiles per stage (ms), DESIGN.md vocabulary: response (end of speech → first agent audio),
--- processing (turn detected → first agent audio), turn detection, time inside each engine, bus overhead.
+-- processing (turn detected → first agent audio), turn detection, time inside each engine, bus overhead,
+-- early_transcript and end_decision (from the pause, pause_ms into the silence, to the early transcript / the verdict).
 SELECT
     stage,
     count() AS turns,
@@ -10,8 +11,11 @@ SELECT
     round(max(ms), 1) AS max_ms
 FROM turns FINAL
 ARRAY JOIN
-    ['response', 'processing', 'turn_detection', 'stt', 'agent', 'tts', 'bus_overhead'] AS stage,
-    [response_ms, processing_ms, turn_detection_ms, stt_ms, agent_ms, tts_ms, bus_overhead_ms] AS ms
+    ['response', 'processing', 'turn_detection', 'early_transcript', 'end_decision', 'stt', 'agent', 'tts',
+     'bus_overhead'] AS stage,
+    [response_ms, processing_ms, turn_detection_ms, early_ms, decision_ms, stt_ms, agent_ms, tts_ms,
+     bus_overhead_ms] AS ms
 WHERE ms IS NOT NULL
 GROUP BY stage
-ORDER BY indexOf(['response', 'processing', 'turn_detection', 'stt', 'agent', 'tts', 'bus_overhead'], stage)
+ORDER BY indexOf(['response', 'processing', 'turn_detection', 'early_transcript', 'end_decision', 'stt', 'agent',
+                  'tts', 'bus_overhead'], stage)
