@@ -38,6 +38,7 @@ class PlaybackPolicy:
     end_grace_s: float = 1.0
     silence_prompt_s: float = 8.0  # a silent caller (ingress/silence.py): prompted after this, 0: never
     silence_hangup_s: float = 30.0  # ... and let go after this, 0: never
+    silence_answer_s: float = 15.0  # after the caller spoke: their answer is awaited this long first
 
     @classmethod
     def from_settings(cls, settings: Any) -> PlaybackPolicy:
@@ -50,6 +51,7 @@ class PlaybackPolicy:
             getattr(settings, "playback_end_grace_ms", d.end_grace_s * 1000) / 1000,
             getattr(settings, "silence_prompt_s", d.silence_prompt_s),
             getattr(settings, "silence_hangup_s", d.silence_hangup_s),
+            getattr(settings, "silence_answer_s", d.silence_answer_s),
         )
 
 

@@ -52,6 +52,10 @@ class IngressSettings(ServiceSettings):
         30.0, ge=0, description="a caller silent this long after the same reply's end is told goodbye and the "
         "call ends (reason silence); 0: never"
     )
+    silence_answer_s: float = Field(
+        15.0, ge=0, description="after the caller spoke or pressed a key, their answer is awaited this long before the "
+        "silence counts again: a slow answer is not preceded by \"Are you still there?\", a cough still is, later"
+    )
     drain_timeout_s: float = Field(
         25.0, description="on SIGTERM, how long to wait for calls to end before closing them"
     )

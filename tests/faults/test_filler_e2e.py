@@ -1,4 +1,5 @@
-"""A caller's turn whose processing stalls (the agent killed -9 while they speak, then restarted) gets the filler within
+"""A caller's turn whose processing stalls (turns, stt, agent or tts killed -9 while they speak, then restarted) gets
+the filler within
 ``SWITCHBOARD_FILLER_AFTER_MS`` (default 1.5 s) of the end of their speech, then its answer exactly once. The whole
 pipeline, each service its own process, on the real broker, with its default settings; a caller on a Twilio media
 stream speaking real speech (``../shared/audio``)."""
@@ -15,7 +16,7 @@ from ingress.settings import IngressSettings
 from switchboard.records import CallEventKind
 from switchboard.stack import Stack
 from switchboard.topics import CALLS, LATENCY
-from tests.faults.test_idempotent_ends_e2e import SPINE, bus, first_audio_after, phone_call, restart, spoken
+from tests.faults.test_idempotent_ends_e2e import BY_NAME, SPINE, bus, first_audio_after, phone_call, spoken
 from tests.pipeline import metric, running_stack
 from tests.security.lone import all_records
 
@@ -30,17 +31,23 @@ def stack(broker, tmp_path_factory) -> Iterator[Stack]:
         yield s
 
 
-async def test_a_stalled_turn_gets_the_filler_in_time_then_its_answer_exactly_once(stack: Stack) -> None:
+@pytest.mark.parametrize("victim", ["turns", "stt", "agent", "tts"])
+async def test_a_stalled_turn_gets_the_filler_in_time_then_its_answer_exactly_once(stack: Stack, victim: str) -> None:
     url, creds = f"{stack.http_base}/metrics", stack.client_credentials
     async for call_sid, line in phone_call(stack):
         fillers = metric(url, "switchboard_fillers_total", creds, reason="no_agent_audio")
         speech = spoken("librivox-0880.wav")
         saying = asyncio.create_task(line.say(speech))
         await asyncio.sleep(len(speech) / 8000 / 2)
-        restarted = asyncio.create_task(restart(stack, "agent"))  # killed mid-turn: nobody answers until it is back
+        # killed mid-turn and kept down until the filler has played: nobody could answer in time
+        [worker] = [w for w in stack.workers if w.service.name == victim]
+        stack.stop_worker(worker, kill=True)
+        killed = time.monotonic()
         await saying
         filler = await first_audio_after(line, line.speech_end, 10) - line.speech_end
-        down = await restarted
+        stack.spawn(BY_NAME[victim])
+        await asyncio.to_thread(stack.wait_ready, 120)
+        down = time.monotonic() - killed
         marks = len(line.marks)
         deadline = time.monotonic() + 90
         while not [m for _, m in line.marks[marks:] if m != "reply-0"]:
@@ -55,7 +62,7 @@ async def test_a_stalled_turn_gets_the_filler_in_time_then_its_answer_exactly_on
         reply_starts = [e for e in events if e.kind is CallEventKind.PLAYBACK_STARTED and (e.turn_seq or 0) > 0]
         latencies = [r for r in await all_records(bus(stack), LATENCY, call_sid, settle_s=0) if r.turn_seq > 0]
         reply_marks = [m for _, m in line.marks if m != "reply-0"]
-        print(f"\nagent killed mid-turn, back in {down:.1f} s; filler heard {filler:.2f} s after the end of speech "
+        print(f"\n{victim} killed mid-turn, back {down:.1f} s later; filler {filler:.2f} s after the end of speech "
               f"(setting {FILLER_AFTER_S:g} s); the answer {latencies[0].response_ms / 1000:.1f} s after (response "
               f"latency), its end {answered:.1f} s after; reply marks {reply_marks}")
         assert FILLER_AFTER_S - 0.2 < filler < FILLER_AFTER_S + LATE_S, "the filler came at the documented time"

@@ -175,6 +175,9 @@ async def test_nothing_is_said_for_a_call_that_has_ended():
 # -- the ingress's silence timer: the real ingress on the real broker, the test plays TTS (tests/faults) -------------
 
 PROMPT_S, HANGUP_S = 1.0, 2.5
+# How late a timer may fire on a loaded 2-core box running the whole suite: the specs here are the lower bounds (counted
+# from the end of playback, restarted by speech and keys); how punctual the timers are is not a unit test's business.
+LATE_S = 2.0
 QUIET = 300  # RMS of a silent frame at the caller's end
 
 
@@ -206,7 +209,7 @@ async def test_the_silence_timer_starts_when_the_reply_has_played_and_prompts_on
         prompt = (await _event_of(call, CallEventKind.SILENCE))[0]
         waited = (prompt.ts_us - finished.ts_us) / 1e6
         print(f"\nprompt {waited:.2f} s after playback_finished (setting {PROMPT_S} s)")
-        assert PROMPT_S - 0.05 < waited < PROMPT_S + 0.6, "counted from the end of playback, not from the send"
+        assert PROMPT_S - 0.05 < waited < PROMPT_S + LATE_S, "counted from the end of playback, not from the send"
         assert prompt.attributes["stage"] == "prompt" and float(prompt.attributes["silent_s"]) >= PROMPT_S - 0.05
         assert prompt.turn_seq is not None and prompt.turn_seq > 0
         assert metric("switchboard_silence_events_total", stage="prompt") == prompts + 1
@@ -216,7 +219,7 @@ async def test_the_silence_timer_starts_when_the_reply_has_played_and_prompts_on
         hangup = (await _event_of(call, CallEventKind.SILENCE, 2))[1]
         waited = (hangup.ts_us - finished.ts_us) / 1e6
         print(f"hang-up {waited:.2f} s after playback_finished (setting {HANGUP_S} s)")
-        assert hangup.attributes["stage"] == "hangup" and HANGUP_S - 0.05 < waited < HANGUP_S + 0.6
+        assert hangup.attributes["stage"] == "hangup" and HANGUP_S - 0.05 < waited < HANGUP_S + LATE_S
         assert hangup.turn_seq > prompt.turn_seq
         assert len(await call.events(CallEventKind.SILENCE)) == 2, "prompted once"
 
@@ -233,15 +236,17 @@ async def test_the_silence_timer_starts_when_the_reply_has_played_and_prompts_on
 
 
 async def test_caller_speech_and_key_presses_restart_the_silence(broker, tmp_path):
-
-    async with ingress(broker, tmp_path, silence_prompt_s=PROMPT_S, silence_hangup_s=HANGUP_S) as ing, \
-            call_on(ing) as call:
+    # a longer prompt time than the other specs: the speech and the key must reach the ingress well inside it even when
+    # the box is busy, or a prompt due before them would be taken for a timer they failed to restart
+    prompt_s, answer_s = 3.0, 1.0
+    async with ingress(broker, tmp_path, silence_prompt_s=prompt_s, silence_hangup_s=2 * prompt_s,
+                       silence_answer_s=answer_s) as ing, call_on(ing) as call:
         await call.reply(turn=0, chunks=2, amplitude=8000)
         await _event_of(call, CallEventKind.PLAYBACK_FINISHED)
-        await asyncio.sleep(PROMPT_S * 0.6)
+        await asyncio.sleep(prompt_s * 0.6)
         await call.line.say(tone(0.4, 8000, rate=8000, hz=220.0))  # the caller says something
         spoke = time.monotonic()
-        await asyncio.sleep(PROMPT_S * 0.6)
+        await asyncio.sleep(prompt_s * 0.6)
         await call.line.ws.send('{"event": "dtmf", "streamSid": "MZ", "dtmf": {"track": "inbound_track", '
                                 '"digit": "5"}}')
         pressed = time.monotonic()
@@ -249,7 +254,9 @@ async def test_caller_speech_and_key_presses_restart_the_silence(broker, tmp_pat
         key = (await _event_of(call, CallEventKind.DTMF))[0]
         assert key.reason == "5" and key.turn_seq is not None and 0 < key.turn_seq < prompt.turn_seq
         waited = time.monotonic() - pressed
-        assert time.monotonic() - spoke > PROMPT_S * 1.2 and waited > PROMPT_S - 0.3, "each restarted the count"
+        assert time.monotonic() - spoke > prompt_s * 1.2, "the speech restarted the count"
+        # the key restarted it too, and a caller who spoke or pressed is owed an answer first: answer_s more
+        assert waited > prompt_s + answer_s - 0.3, "the key restarted the count, and the answer was awaited"
 
 
 async def test_a_call_whose_goodbye_never_comes_is_closed_by_the_ingress(broker, tmp_path):
