@@ -294,7 +294,7 @@ class TurnDetector:
         return self.s.end_of_turn_ms, "timeout"
 
     async def _early(self, t: Transcript, corr: Correlation) -> list[Out]:
-        """STT's early transcript of a pause: judge the turn, and end it now if its silence is already long enough."""
+        """STT's early transcript of a pause: it completes the pause's verdict, which the caller's frames then apply."""
         c = self.calls.get(t.call_id)
         if c is None or not c.in_speech or c.turn_seq != t.turn_seq:
             logger.debug("early transcript of an ended turn", extra={"fields": {"turn": t.turn_seq}})
@@ -316,15 +316,11 @@ class TurnDetector:
             await asyncio.wait({p.smart})
             if self.calls.get(t.call_id) is not c or c.pause is not p or not c.in_speech:
                 return []
-        end_after, reason = self._threshold(c)
-        if c.silence_ms < end_after:
-            return []  # the caller's frames will end it
-        outs = []
-        if c.pending:
-            outs.append(self._flush(c, t.call_id, corr))
-        outs.extend(self._end_of_turn(c, t.call_id, corr, reason))
-        c.floor = c.last_offset + 1 if c.carry is None else min(c.last_offset + 1, c.carry.offset)
-        return outs
+        # The verdict is kept, and the caller's next frame ends the turn if the silence has lasted long enough by then,
+        # never this transcript: when this worker runs behind the caller's audio, frames already on the bus may hold
+        # the rest of the sentence, and ending on the frames seen so far would cut the caller off in a pause. It
+        # costs at most one audio record (SWITCHBOARD_AUDIO_RECORD_MS) when the silence is already long enough.
+        return []
 
     def _frames(self, c: _Call, record: AudioFrame, offset: int, n: int) -> list[_Frame]:
         """The record cut into 20 ms frames; frame k is the call's frame ``seq + k``, captured 20 ms after frame k-1.

@@ -236,25 +236,26 @@ async def test_the_silence_timer_starts_when_the_reply_has_played_and_prompts_on
 
 
 async def test_caller_speech_and_key_presses_restart_the_silence(broker, tmp_path):
-    # a longer prompt time than the other specs: the speech and the key must reach the ingress well inside it even when
-    # the box is busy, or a prompt due before them would be taken for a timer they failed to restart
-    prompt_s, answer_s = 3.0, 1.0
+    # The speech and the key are timed from the ingress's playback_finished (its wall-clock ts), not from when this test
+    # read it off the bus (late on a busy box), and well inside the prompt time: a prompt due before they reached the
+    # ingress would be taken for a timer they failed to restart.
+    prompt_s, answer_s, gap_s = 6.0, 1.0, 2.0
     async with ingress(broker, tmp_path, silence_prompt_s=prompt_s, silence_hangup_s=2 * prompt_s,
                        silence_answer_s=answer_s) as ing, call_on(ing) as call:
         await call.reply(turn=0, chunks=2, amplitude=8000)
-        await _event_of(call, CallEventKind.PLAYBACK_FINISHED)
-        await asyncio.sleep(prompt_s * 0.6)
+        finished = (await _event_of(call, CallEventKind.PLAYBACK_FINISHED))[0]
+        await asyncio.sleep(max(0.0, finished.ts_us / 1e6 + gap_s - time.time()))
         await call.line.say(tone(0.4, 8000, rate=8000, hz=220.0))  # the caller says something
         spoke = time.monotonic()
-        await asyncio.sleep(prompt_s * 0.6)
+        await asyncio.sleep(gap_s)
         await call.line.ws.send('{"event": "dtmf", "streamSid": "MZ", "dtmf": {"track": "inbound_track", '
                                 '"digit": "5"}}')
         pressed = time.monotonic()
-        prompt = (await _event_of(call, CallEventKind.SILENCE))[0]
+        prompt = (await _event_of(call, CallEventKind.SILENCE, timeout_s=30))[0]
         key = (await _event_of(call, CallEventKind.DTMF))[0]
         assert key.reason == "5" and key.turn_seq is not None and 0 < key.turn_seq < prompt.turn_seq
         waited = time.monotonic() - pressed
-        assert time.monotonic() - spoke > prompt_s * 1.2, "the speech restarted the count"
+        assert time.monotonic() - spoke > prompt_s + gap_s, "the speech restarted the count"
         # the key restarted it too, and a caller who spoke or pressed is owed an answer first: answer_s more
         assert waited > prompt_s + answer_s - 0.3, "the key restarted the count, and the answer was awaited"
 
