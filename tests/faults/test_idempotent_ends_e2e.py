@@ -85,7 +85,10 @@ async def restart(stack: Stack, name: str) -> float:
 
 @pytest.fixture(scope="module")
 def stack(broker, tmp_path_factory) -> Iterator[Stack]:
-    with running_stack(broker, tmp_path_factory.mktemp("ends"), only=SPINE, SWITCHBOARD_FILLER_AFTER_MS="0") as s:
+    # no filler and no silence prompt: the caller waits in silence while TTS restarts, and only the two caller turns
+    # may be answered (a prompt would be a third reply)
+    with running_stack(broker, tmp_path_factory.mktemp("ends"), only=SPINE, SWITCHBOARD_FILLER_AFTER_MS="0",
+                       SWITCHBOARD_SILENCE_PROMPT_S="0", SWITCHBOARD_SILENCE_HANGUP_S="0") as s:
         yield s
 
 
