@@ -132,7 +132,7 @@ async def _call(stack: Stack, audio: np.ndarray, label: str) -> tuple[_Caller, _
 
 
 # "Could you tell me the … opening hours on Saturday?" is left out here: it passes alone but was cut at its pause in
-# two fresh-clone runs of the whole suite, for a reason not yet found (README, turn-taking: known gaps; issue 13 open).
+# two fresh-clone runs of the whole suite, for a reason not yet found (issue 13 stays open for it).
 SPOKEN = tuple(h for h in HESITATIONS if h.first != "Could you tell me the")
 
 
