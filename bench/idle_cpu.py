@@ -108,7 +108,7 @@ def latency_main() -> int:
     broker = EmbeddedBroker(log_path=Path(tempfile.mkdtemp(prefix="switchboard-latency-")) / "tansu.log").start()
     try:
         print(f"{'fetch wait':>10} {'p50':>8} {'max':>8}  (first record after idle, tansu)")
-        for wait_ms in (10, 250, 500, 1000):
+        for wait_ms in (10, 250, 500, 1000, 2000):
             lat = asyncio.run(sparse_latency(broker.bootstrap, wait_ms))
             print(f"{wait_ms:>7} ms {statistics.median(lat):>5.0f} ms {lat[-1]:>5.0f} ms")
     finally:

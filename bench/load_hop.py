@@ -1,6 +1,8 @@
 """`bench/load_stack.py` plus the `audio.in` bus hop: a load run on a fresh load-test stack, and the turns
 worker's ``switchboard_bus_hop_seconds{service="turns",topic="audio.in"}`` over the run (p50/p95/p99 interpolated in
-its buckets), the ingress's send-path drops, and the caller audio records and frames the turns worker consumed.
+its buckets), the ingress's send-path drops, and the caller audio records and frames the turns worker consumed; then
+the ingress's event-loop lag and call-admission steps over the run (``switchboard_event_loop_lag_seconds``,
+``switchboard_call_start_step_seconds``: where a connect waits under a burst of call starts).
 
     SWITCHBOARD_AUDIO_RECORD_MS=60 .venv/bin/python bench/load_hop.py --callers 500 --ramp 20 --duration 80 --silent
 """
@@ -18,6 +20,9 @@ from load_stack import load_stack  # bench/ is on the path when this script runs
 from switchboard.cli import main
 
 HOP = re.compile(r'^switchboard_bus_hop_seconds_bucket\{le="([^"]+)",service="turns",topic="audio.in"\} (\S+)$', re.M)
+# the ingress's own event-loop lag and call-admission steps (switchboard/looplag.py, ingress/runtime.py)
+INGRESS_HIST = re.compile(
+    r'^(switchboard_(?:event_loop_lag|call_start_step)_seconds)_bucket\{([^}]*)le="([^"]+)"([^}]*)\} (\S+)$', re.M)
 COUNT = re.compile(r'^(switchboard_(?:records|caller_frames)_consumed_total)\{([^}]*)\} (\S+)$', re.M)
 
 
@@ -44,11 +49,41 @@ def quantile(cumulative: dict[float, float], q: float) -> float:
     return lower
 
 
+def ingress_histograms(text: str) -> dict[str, dict[float, float]]:
+    """Every bucketed series of the ingress's loop lag and call-start steps, by metric and labels."""
+    out: dict[str, dict[float, float]] = {}
+    for name, pre, le, post, value in INGRESS_HIST.findall(text):
+        labels = (pre + post).strip(",")
+        out.setdefault(f"{name}{{{labels}}}", {})[float("inf") if le == "+Inf" else float(le)] = float(value)
+    return out
+
+
+def print_ingress(stack: object, before: dict[str, dict[float, float]]) -> None:
+    url = f"{stack.http_base}/metrics"  # type: ignore[attr-defined]
+    headers = stack.client_credentials.metrics_headers()  # type: ignore[attr-defined]
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
+        after = ingress_histograms(resp.read().decode())
+    for series, cum in sorted(after.items()):
+        delta = {le: v - before.get(series, {}).get(le, 0.0) for le, v in cum.items()}
+        if max(delta.values(), default=0) > 0:
+            p = {q: quantile(delta, q) * 1000 for q in (0.5, 0.95, 0.99)}
+            print(f"  {series}: p50 {p[0.5]:.1f} ms, p95 {p[0.95]:.1f} ms, p99 {p[0.99]:.1f} ms; "
+                  f"{max(delta.values()):.0f} samples")
+
+
+def ingress_before(stack: object) -> dict[str, dict[float, float]]:
+    url = f"{stack.http_base}/metrics"  # type: ignore[attr-defined]
+    headers = stack.client_credentials.metrics_headers()  # type: ignore[attr-defined]
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
+        return ingress_histograms(resp.read().decode())
+
+
 def run(load_args: list[str]) -> int:
     with load_stack() as (stack, run_dir):
         try:
             turns = [f"http://127.0.0.1:{w.metrics_port}/metrics" for w in stack.workers if w.service.name == "turns"]
             before = [buckets(scrape(u)) for u in turns]
+            ingress0 = ingress_before(stack)
             code = main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
             after = [scrape(u) for u in turns]
             hop: dict[float, float] = {}
@@ -64,6 +99,8 @@ def run(load_args: list[str]) -> int:
                 for name, labels, value in COUNT.findall(text):
                     if 'topic="audio.in"' in labels or "caller_frames" in name:
                         print(f"  {name}{{{labels}}} {value}")
+            print("ingress event loop and call admission:")
+            print_ingress(stack, ingress0)
             return code
         finally:
             if keep := os.environ.get("LOAD_HOP_KEEP"):  # the services' logs, for a post-mortem

@@ -6,9 +6,11 @@ time over the Twilio protocol: one call per clip of ``../shared/audio`` (real sp
 scripted booking (five short answers spoken by Piper). Prints response and processing latency
 p50/p95 over every answered turn, and each step: the silence waited for the turn to be detected
 (and why it ended), the early transcript and the end-of-turn verdict counted from the pause, the
-final transcript (reused from the early one or decoded), the agent, TTS and the bus.
+final transcript (reused from the early one or decoded), the agent, TTS and the bus; and how many replies were
+speculative (made on the early transcript, played once the turn was confirmed) or discarded.
 
-    .venv/bin/python bench/response_latency.py                  # early transcripts + Smart Turn (default)
+    .venv/bin/python bench/response_latency.py                  # early transcripts + Smart Turn, speculation on
+    .venv/bin/python bench/response_latency.py --speculation both  # the same calls with speculation off, then on
     .venv/bin/python bench/response_latency.py --fixed-silence  # as before: 700 ms of silence, decode at the end
     .venv/bin/python bench/response_latency.py --rounds 3 --json /tmp/latency.json
 """
@@ -43,6 +45,7 @@ CLIPS = Path(__file__).resolve().parents[2] / "shared" / "audio"
 # and STT decodes it then, which is how every turn ended before early transcripts.
 FIXED_SILENCE = {"SWITCHBOARD_PAUSE_MS": "600000", "SWITCHBOARD_SMART_TURN": "false"}
 STEPS = ("response", "processing", "silence", "early", "decision", "stt", "agent", "tts", "bus")
+SPECULATION = {"on": "offline", "off": "off"}  # SWITCHBOARD_SPECULATIVE_REPLY for --speculation (offline policy)
 
 
 @contextlib.contextmanager
@@ -74,18 +77,25 @@ def calls() -> list[tuple[str, list[Utterance]]]:
     return out
 
 
-async def measure(s: Stack, rounds: int) -> list[TurnLatency]:
-    settings = s.settings.model_copy(update={"kafka_bootstrap": s.bootstrap})
-    url = f"ws://127.0.0.1:{s.ingress_port}/twilio/media"
+async def measure(stacks: dict[str, Stack], rounds: int) -> dict[str, list[TurnLatency]]:
+    """Each call on each stack in turn (one call at a time): with two stacks (speculation off and on) the calls
+    alternate, so both see the same load on a shared box, and which goes first alternates too (the second of a pair
+    runs while the first one's stack still winds its call down)."""
     script = calls()
-    latencies: list[TurnLatency] = []
+    latencies: dict[str, list[TurnLatency]] = {mode: [] for mode in stacks}
+    pairs = 0
     for r in range(rounds):
         for label, utterances in script:
-            result = await TwilioCaller(url, settings, credentials=s.client_credentials).run(utterances)
-            turns = [lat for seq, lat in sorted(result.latencies.items()) if seq > 0]
-            latencies += turns
-            shown = ", ".join(f"{lat.response_ms:.0f}" for lat in turns if lat.response_ms is not None)
-            print(f"round {r + 1} {label}: response ms {shown or '-'}", flush=True)
+            pairs += 1
+            order = list(stacks.items()) if pairs % 2 else list(reversed(stacks.items()))
+            for mode, s in order:
+                settings = s.settings.model_copy(update={"kafka_bootstrap": s.bootstrap})
+                url = f"ws://127.0.0.1:{s.ingress_port}/twilio/media"
+                result = await TwilioCaller(url, settings, credentials=s.client_credentials).run(utterances)
+                turns = [lat for seq, lat in sorted(result.latencies.items()) if seq > 0]
+                latencies[mode] += turns
+                shown = ", ".join(f"{lat.response_ms:.0f}" for lat in turns if lat.response_ms is not None)
+                print(f"round {r + 1} {label} (speculation {mode}): response ms {shown or '-'}", flush=True)
     return latencies
 
 
@@ -102,6 +112,7 @@ def summarise(latencies: list[TurnLatency]) -> dict[str, object]:
                        "max": max(values) if values else float("nan")}
     table["end_reasons"] = dict(Counter(str(x["reason"]).split(":")[0] for x in steps))
     table["stt_final"] = dict(Counter(str(x["stt_how"]) for x in steps))
+    table["reply"] = dict(Counter(str(x["reply"] or "made at the end") for x in steps))
     table["turns"] = len(latencies)
     return table
 
@@ -111,23 +122,38 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="times each call is made (default 2)")
     parser.add_argument("--fixed-silence", action="store_true",
                         help="the baseline: no early transcript, no Smart Turn; turns end after 700 ms of silence")
+    parser.add_argument("--speculation", choices=("on", "off", "both"), default="on",
+                        help="the agent's speculative reply (SWITCHBOARD_SPECULATIVE_REPLY); both: two stacks, "
+                        "each call made on one then the other")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    env = FIXED_SILENCE if args.fixed_silence else {}
-    with stack(env) as s:
-        print(f"stack up on {s.http_base} ({'fixed silence' if args.fixed_silence else 'early + Smart Turn'})",
-              flush=True)
-        latencies = asyncio.run(measure(s, args.rounds))
-    table = summarise(latencies)
-    print(f"\n{table['turns']} answered turns; ended by {table['end_reasons']}; final transcript {table['stt_final']}")
-    print(f"{'step (ms)':<12} {'n':>3} {'p50':>7} {'p95':>7} {'max':>7}")
-    for name in STEPS:
-        row = table[name]
-        assert isinstance(row, dict)
-        print(f"{name:<12} {row['n']:>3} {row['p50']:>7.0f} {row['p95']:>7.0f} {row['max']:>7.0f}")
+    tables: dict[str, dict[str, object]] = {}
+    with contextlib.ExitStack() as started:
+        stacks: dict[str, Stack] = {}
+        for mode in ("off", "on") if args.speculation == "both" else (args.speculation,):
+            env = {**(FIXED_SILENCE if args.fixed_silence else {}), "SWITCHBOARD_SPECULATIVE_REPLY": SPECULATION[mode]}
+            s = stacks[mode] = started.enter_context(stack(env))
+            how = "fixed silence" if args.fixed_silence else "early + Smart Turn"
+            print(f"stack up on {s.http_base} ({how}, speculation {mode})", flush=True)
+        by_mode = asyncio.run(measure(stacks, args.rounds))
+    for mode, latencies in by_mode.items():
+        table = tables[f"speculation {mode}"] = summarise(latencies)
+        print(f"\n{table['turns']} answered turns (speculation {mode}); ended by {table['end_reasons']}; "
+              f"final transcript {table['stt_final']}; reply {table['reply']}")
+        print(f"{'step (ms)':<12} {'n':>3} {'p50':>7} {'p95':>7} {'max':>7}")
+        for name in STEPS:
+            row = table[name]
+            assert isinstance(row, dict)
+            print(f"{name:<12} {row['n']:>3} {row['p50']:>7.0f} {row['p95']:>7.0f} {row['max']:>7.0f}")
+    if len(tables) > 1:
+        print(f"\n{'':<16} {'response p50':>12} {'p95':>6} {'processing p50':>15} {'p95':>6}")
+        for label, table in tables.items():
+            r, p = table["response"], table["processing"]
+            assert isinstance(r, dict) and isinstance(p, dict)
+            print(f"{label:<16} {r['p50']:>12.0f} {r['p95']:>6.0f} {p['p50']:>15.0f} {p['p95']:>6.0f}")
     if args.json:
-        args.json.write_text(json.dumps(table, indent=2))
-    medians = [lat.response_ms for lat in latencies if lat.response_ms is not None]
+        args.json.write_text(json.dumps(tables if len(tables) > 1 else next(iter(tables.values())), indent=2))
+    medians = [lat.response_ms for lats in by_mode.values() for lat in lats if lat.response_ms is not None]
     return 0 if medians and statistics.median(medians) > 0 else 1
 
 

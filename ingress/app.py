@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from ingress.runtime import IngressRuntime
 from ingress.settings import IngressSettings
 from ingress.twilio import handler as twilio
 from ingress.twilio.serializer import twiml_connect_stream
+from switchboard import metrics
 
 logger = logging.getLogger(__name__)
 TWILIO_FORM_FIELDS = ("From", "CallSid")  # passed on to the stream as <Parameter>s
@@ -128,6 +130,7 @@ def create_app(settings: IngressSettings) -> FastAPI:
 
     @app.post("/twilio/voice", summary="TwiML webhook: connect the call to a bidirectional media stream")
     async def twilio_voice(request: Request) -> Response:
+        t0 = time.perf_counter()
         form = await request.form()
         try:
             # the signature covers the full URL, host included: once it checks, the Host header is Twilio's
@@ -139,7 +142,9 @@ def create_app(settings: IngressSettings) -> FastAPI:
         if auth.enabled:  # the stream's start must echo it: bound to this CallSid, expiring
             params["token"] = auth.stream_token(call_sid)
         stream_url = f"{ws_scheme(public_base(settings, str(request.base_url)))}/twilio/media"
-        return Response(twiml_connect_stream(stream_url, params), media_type="application/xml")
+        twiml = twiml_connect_stream(stream_url, params)
+        metrics.CALL_START_STEP.labels("webhook").observe(time.perf_counter() - t0)
+        return Response(twiml, media_type="application/xml")
 
     @app.websocket("/twilio/media")
     async def twilio_media(ws: WebSocket) -> None:

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingress.filler import PlaybackPolicy, SpeechCue
+from ingress.heard import Hold, HoldPolicy, ReplyAudio
+from ingress.holding import ReplyHolding
 from ingress.limits import AudioBudget, TokenBucket
 from ingress.protocol import DTMF_DIGITS
 from ingress.sendpath import AudioSendPath
@@ -33,6 +35,7 @@ from switchboard.records import (
     CallEvent,
     CallEventKind,
     PlaybackCommand,
+    PlaybackKind,
     Timings,
     now_us,
 )
@@ -67,6 +70,7 @@ class _Chunk:
     timings: Timings | None = None
     filler: bool = False
     trace: tuple[str, int] | None = None  # tracing on: the record's traceparent and its arrival here (ns)
+    seq: int = 0  # the AudioOut seq of its first sample: sentence × SEQ_STRIDE + i (ingress/heard.py)
 
 
 class _HungUp:
@@ -107,7 +111,7 @@ class CallInfo:
     attributes: dict[str, str] = field(default_factory=dict)
 
 
-class CallSession:
+class CallSession(ReplyHolding):
     def __init__(
         self,
         info: CallInfo,
@@ -119,6 +123,7 @@ class CallSession:
         limits: CallLimits | None = None,
         send_path: AudioSendPath | None = None,
         connected_at: float | None = None,
+        start_publisher: Publisher | None = None,
     ) -> None:
         self.info = info
         self.socket = socket
@@ -144,6 +149,12 @@ class CallSession:
         self._drained: tuple[int, float] = (-1, 0.0)  # the reply last finished by the drain, and when (monotonic)
         self._filler: np.ndarray | None = None  # the call's filler phrase, sent by TTS at call start
         self._agent_end_reason = "agent_hangup"  # call_ended's reason when the agent ends the call (silence, handoff)
+        # what the caller heard (ingress/heard.py): per reply, and the pacing clock (when the next frame plays)
+        self._replies: dict[int, ReplyAudio] = {}
+        self._clock = time.monotonic()
+        self._last_written: tuple[int, int] | None = None  # (turn, sentence) of the last reply frame written
+        self._hold: Hold | None = None  # a reply held by a pause command
+        self.hold_policy = HoldPolicy()
         self.set_policy(PlaybackPolicy())
         self._playout: asyncio.Task[None] | None = None
         self._failed_sends = 0
@@ -155,6 +166,8 @@ class CallSession:
             raise ValueError(f"record_ms must be a multiple of {FRAME_MS} ms, not {self.limits.record_ms}")
         self._record_samples = FRAME_SAMPLES * (self.limits.record_ms // FRAME_MS)
         self.send_path = send_path
+        # call_started on its own producer (ingress/runtime.py): not queued behind the node's audio batches
+        self._start_publisher = start_publisher or publisher
         self._audio_budget = AudioBudget(BUS_RATE, self.limits.audio_speed, self.limits.audio_burst_s,
                                          started=connected_at)
         self._dtmf_budget = TokenBucket(self.limits.dtmf_per_s, max(self.limits.dtmf_per_s, 1.0))
@@ -191,7 +204,7 @@ class CallSession:
             self.corr = tracing.stamp(self.corr, span)
             self._audio_window = tracing.AudioWindow(self.corr)
         try:
-            await (await self.publisher.send(self._event(CallEventKind.CALL_STARTED), self.corr))
+            await (await self._start_publisher.send(self._event(CallEventKind.CALL_STARTED), self.corr))
         finally:
             tracing.end(span)
         metrics.CALLS.labels(self.info.channel).inc()
@@ -215,6 +228,7 @@ class CallSession:
         # an ended call may be kept a while for its latencies (JSON API): not its connection, buffers or audio
         self.socket, self.on_agent_audio = _HungUp(), None
         self._queue.clear()
+        self._replies.clear()
         if self._audio_window is not None:
             self._audio_window.close("call_ended")
         try:
@@ -339,28 +353,54 @@ class CallSession:
             return
         self._newest_turn, self._newest_seq = out.turn_seq, out.seq
         samples = np.frombuffer(out.pcm, dtype="<i2") if out.pcm else np.zeros(0, dtype=np.int16)
+        reply = self._reply(out.turn_seq)
+        if out.kind is AudioOutKind.END:
+            reply.ended = True
+        else:
+            reply.receive(out.seq, len(samples))
         self._queue.append(_Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings,
-                                  trace=(traceparent, time.time_ns()) if traceparent else None))
+                                  trace=(traceparent, time.time_ns()) if traceparent else None, seq=out.seq))
         self._wake.set()
+
+    def _requeue(self, turn_seq: int, seq: int, samples: np.ndarray) -> None:
+        """Audio the phone had not played, back at the head of the queue (ingress/holding.py)."""
+        self._queue.appendleft(_Chunk(turn_seq, samples, seq=seq))
 
     async def playback(self, cmd: PlaybackCommand) -> None:
         if self.ended.is_set():
             return
+        if cmd.kind is PlaybackKind.PAUSE:
+            return await self._pause(cmd)
+        if cmd.kind is PlaybackKind.RESUME:
+            if self._hold is not None and self._hold.turn_seq <= cmd.through_turn_seq:
+                await self._resume("resume")
+            return
         self._cleared_through = max(self._cleared_through, cmd.through_turn_seq)
+        now, turn = time.monotonic(), self._playing_turn
+        held, self._hold = self._hold, None
+        was_playing = turn is not None and turn <= self._cleared_through
+        if was_playing and held is None:
+            self._take_back(turn, now)  # not heard: it goes with the rest
+        heard = self._replies[turn].heard(BUS_RATE) if was_playing and turn in self._replies else {}
         dropped = len(self._queue)
         self._queue = deque(c for c in self._queue if c.turn_seq > self._cleared_through)
-        was_playing = self._playing_turn is not None and self._playing_turn <= self._cleared_through
+        self._replies = {t: r for t, r in self._replies.items() if t > self._cleared_through}
+        self._wake.set()
         if was_playing or dropped:
-            await self.socket.send_clear()
-            reaction = (now_us() - cmd.speech_onset_us) / 1e6
-            metrics.BARGE_IN_REACTION.observe(max(0.0, reaction))
-            turn = self._playing_turn if self._playing_turn is not None else cmd.through_turn_seq
+            if held is None:
+                await self.socket.send_clear()
+                reaction = (now_us() - cmd.speech_onset_us) / 1e6
+                metrics.BARGE_IN_REACTION.observe(max(0.0, reaction))
+            else:  # the socket was cleared at the pause: that was the reaction the caller heard
+                metrics.PLAYBACK_HOLDS.labels("cleared").inc()
+                reaction = held.reaction_s
+            turn = turn if turn is not None else cmd.through_turn_seq
             self._playing_turn = None
             self._silence.played(time.monotonic())  # cut short: if no answer follows, the caller's silence counts
-            await self.publisher.send(
-                self._event(CallEventKind.PLAYBACK_CLEARED, turn, reason=f"barge_in reaction {reaction * 1000:.0f} ms"),
-                self.corr.child(turn),
-            )
+            reason = f"barge_in reaction {reaction * 1000:.0f} ms"  # sinks/rows.py reads the reaction from this
+            event = self._event(CallEventKind.PLAYBACK_CLEARED, turn, reason=reason)
+            event.attributes = {**event.attributes, **heard}
+            await self.publisher.send(event, self.corr.child(turn))
 
     async def _first_audio(self, chunk: _Chunk) -> None:
         if self.ended.is_set():
@@ -390,28 +430,34 @@ class CallSession:
 
     async def _play(self) -> None:
         """Write queued agent audio at real-time pace, at most ``lead`` ahead; while nothing is queued, finish a
-        reply whose END never came and play the filler when it is due (``_idle``)."""
-        clock = time.monotonic()
+        reply whose END never came and play the filler when it is due (``_idle``); while a reply is held by a pause,
+        write nothing (``_held``). ``self._clock`` is when the next frame written will play on the phone."""
+        self._clock = time.monotonic()
         loop_corr = correlation(**self.corr.log_ids())
         with loop_corr:
             while True:
+                if self._hold is not None:
+                    await self._held()
+                    continue
                 if not self._queue:
                     if self._playing_turn is not None and self._reply_done:
-                        await asyncio.sleep(max(0.0, clock - time.monotonic()))
-                        if not self._queue:
+                        await asyncio.sleep(max(0.0, self._clock - time.monotonic()))
+                        if not self._queue and self._hold is None and self._playing_turn is not None:
                             await self._finished(self._playing_turn)
                         continue
-                    await self._idle(clock)
+                    await self._idle(self._clock)
                     if self._queue:
-                        clock = max(clock, time.monotonic())
+                        self._clock = max(self._clock, time.monotonic())
                     continue
                 chunk = self._queue[0]
                 if chunk.end:
                     self._queue.popleft()
+                    # the reply's last sentence ends at its reply mark (one mark per sentence *boundary* before it)
                     await self.socket.send_mark(f"reply-{chunk.turn_seq}")
+                    self._last_written = None
                     self._reply_done = True
                     if chunk.end_call:
-                        await asyncio.sleep(max(0.0, clock - time.monotonic()))
+                        await asyncio.sleep(max(0.0, self._clock - time.monotonic()))
                         await self._finished(chunk.turn_seq)
                         await self.socket.close(1000, "agent ended the call")
                         await self.end(self._agent_end_reason)
@@ -423,20 +469,25 @@ class CallSession:
                     self._playing_turn = chunk.turn_seq
                     self._reply_done = False
                     self._cue.reset()  # a reply started: no filler for the caller's speech before it
+                ahead = self._clock - time.monotonic() - self._lead_s
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+                    continue  # a pause or a clear may have come meanwhile: look again
+                if not chunk.filler:
+                    await self._sentence_boundary(chunk.turn_seq, chunk.seq)
                 frame, rest = chunk.samples[:FRAME_SAMPLES], chunk.samples[FRAME_SAMPLES:]
                 if len(rest):
                     chunk.samples = rest
                 else:
                     self._queue.popleft()
+                if not chunk.filler:  # counted before the await: a clear during the write takes it back with the rest
+                    self._reply(chunk.turn_seq).wrote(chunk.seq, frame)
                 if len(frame) < FRAME_SAMPLES:
                     frame = np.pad(frame, (0, FRAME_SAMPLES - len(frame)))
-                ahead = clock - time.monotonic() - self._lead_s
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                self._clock = max(self._clock, time.monotonic() - self._lead_s) + FRAME_MS / 1000
                 await self.socket.send_audio(frame)
                 if self.on_agent_audio is not None:
                     self.on_agent_audio()
-                clock = max(clock, time.monotonic() - self._lead_s) + FRAME_MS / 1000
 
     async def _idle(self, clock: float) -> None:
         """Nothing queued: wait for agent audio, but no longer than the drain grace of a reply still playing (its END
@@ -507,6 +558,7 @@ class CallSession:
 
     async def _finished(self, turn_seq: int, drained: bool = False) -> None:
         self._playing_turn = None
+        self._replies = {t: r for t, r in self._replies.items() if t > turn_seq}
         if turn_seq not in self._silence.turns:  # the agent has had its say: the caller's silence counts from here
             self._silence.played(time.monotonic())
         if self.ended.is_set() or turn_seq <= self._finished_through:

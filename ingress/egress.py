@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingress.calls import CallSession
 from ingress.filler import PlaybackPolicy
+from ingress.heard import HoldPolicy
 from switchboard import codec, fetchwait, metrics, tracing
 from switchboard.bus import consumer_options, topic_name
 from switchboard.fetchwait import FetchWait
@@ -88,6 +89,7 @@ class Egress:
     def register(self, session: CallSession) -> None:
         self.sessions[session.info.call_id] = session
         session.set_policy(self.policy)
+        session.hold_policy = HoldPolicy.from_settings(self.settings)  # pause grace and end guard (ingress/heard.py)
         self._load[session.reply_partition] += 1
 
     def unregister(self, session: CallSession) -> None:

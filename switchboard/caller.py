@@ -1,8 +1,9 @@
 """A simulated caller speaking the Twilio Media Streams protocol, for demos and tests.
 
 It plays each utterance in real time as 20 ms μ-law frames (and silence in
-between, as a phone line does), echoes ``mark``s as Twilio does once audio is
-played, records the agent's audio, and reads what the pipeline heard and said
+between, as a phone line does), echoes ``mark``s as Twilio does once the audio
+sent before them has played in real time (and at once those a ``clear`` drops),
+records the agent's audio, and reads what the pipeline heard and said
 from the bus (transcripts, replies, latency topics) for its call ID.
 """
 
@@ -37,6 +38,9 @@ FRAME = 160  # 20 ms of 8 kHz μ-law
 class Utterance:
     samples: np.ndarray  # bus-rate int16
     label: str = ""
+    over_reply_s: float | None = None
+    """Say it this long into the agent's answer to the utterance before (over the reply: a barge-in or a backchannel),
+    instead of after that answer has ended."""
 
 
 @dataclass
@@ -47,7 +51,9 @@ class CallResult:
     latencies: dict[int, TurnLatency] = field(default_factory=dict)
     agent_audio: list[np.ndarray] = field(default_factory=list)  # 8 kHz int16, per reply heard
     clears: int = 0
-    marks: list[str] = field(default_factory=list)
+    clear_times: list[float] = field(default_factory=list)  # monotonic, as each clear arrived
+    spoke_at: list[float] = field(default_factory=list)  # monotonic, each utterance's first frame sent
+    marks: list[str] = field(default_factory=list)  # in the order echoed: once the audio before each had played
     heard_after_speech_s: list[float | None] = field(default_factory=list)  # client-side response time per utterance
     close_code: int | None = None
     close_reason: str = ""
@@ -127,6 +133,8 @@ class TwilioCaller:
         self._reply_audio: list[np.ndarray] = []
         self._first_media_after: float | None = None
         self._speech_end: float | None = None
+        self._play_until = 0.0  # when the agent audio received so far will have played (the phone plays in real time)
+        self._echoes: dict[asyncio.Task[None], str] = {}  # marks waiting for the audio before them to play
 
     def _msg(self, event: str, **body: Any) -> str:
         self._seq += 1
@@ -142,18 +150,38 @@ class TwilioCaller:
                     if self._speech_end is not None and self._first_media_after is None:
                         self._first_media_after = now
                     self._last_media = now
-                    self._reply_audio.append(mulaw_decode(base64.b64decode(msg["media"]["payload"])))
+                    audio = mulaw_decode(base64.b64decode(msg["media"]["payload"]))
+                    self._play_until = max(now, self._play_until) + len(audio) / 8000
+                    self._reply_audio.append(audio)
                 elif ev == "mark":
                     name = msg["mark"]["name"]
-                    self.result.marks.append(name)
-                    self._flush_reply()
-                    await self._ws.send(self._msg("mark", mark={"name": name}))  # Twilio echoes played marks
+                    if name.startswith("reply-"):  # a reply's end (a sentence's end is s{turn}.{sentence})
+                        self._flush_reply()
+                    task = asyncio.create_task(self._echo(name, max(0.0, self._play_until - time.monotonic())))
+                    self._echoes[task] = name
                 elif ev == "clear":
                     self.result.clears += 1
+                    self.result.clear_times.append(time.monotonic())
                     self._flush_reply()
+                    self._play_until = time.monotonic()
+                    dropped, self._echoes = list(self._echoes.items()), {}
+                    for task, name in dropped:  # Twilio echoes the marks a clear drops, at once
+                        task.cancel()
+                        await self._echoed(name)
         except websockets.ConnectionClosed:
             pass  # an abnormal close; a clean one (1000) just ends the iteration
         self.result.close_code, self.result.close_reason = self._ws.close_code, self._ws.close_reason or ""
+
+    async def _echo(self, name: str, after_s: float) -> None:
+        """Twilio echoes a mark once the audio sent before it has played."""
+        await asyncio.sleep(after_s)
+        self._echoes.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        await self._echoed(name)
+
+    async def _echoed(self, name: str) -> None:
+        self.result.marks.append(name)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self._ws.send(self._msg("mark", mark={"name": name}))
 
     def _flush_reply(self) -> None:
         if self._reply_audio:
@@ -190,12 +218,25 @@ class TwilioCaller:
 
         def done() -> bool:
             new = self.result.marks[seen:] if not greeting else self.result.marks
-            return any((m == "reply-0") == greeting for m in new)
+            return any(m.startswith("reply-") and (m == "reply-0") == greeting for m in new)
 
         while time.monotonic() < deadline and self.result.close_code is None:
             clock = await self._send_audio(silence, clock)
             if done() and time.monotonic() - self._last_media > quiet_s:
                 break
+        return clock
+
+    async def _wait_into_reply(self, clock: float, into_s: float, timeout_s: float) -> float:
+        """Keep the line open (silence) until the answer to the last utterance has played ``into_s``."""
+        silence = np.zeros(FRAME, dtype=np.int16)  # 20 ms: the next utterance starts on time
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.result.close_code is None:
+            first = self._first_media_after
+            if first is not None and time.monotonic() - first >= into_s:
+                break
+            clock = await self._send_audio(silence, clock)
+        first, end = self._first_media_after, self._speech_end
+        self.result.heard_after_speech_s.append(first - end if first is not None and end is not None else None)
         return clock
 
     async def run(
@@ -222,10 +263,15 @@ class TwilioCaller:
                 clock = time.monotonic()
                 if wait_greeting:
                     clock = await self._wait_reply(clock, timeout_s, greeting=True)
-                for u in utterances:
+                for i, u in enumerate(utterances):
+                    if u.over_reply_s is not None:  # into the answer to the utterance before
+                        clock = await self._wait_into_reply(clock, u.over_reply_s, timeout_s)
                     self._first_media_after, self._speech_end = None, None
+                    self.result.spoke_at.append(max(clock, time.monotonic()))
                     clock = await self._send_audio(down.process(u.samples), clock)
                     self._speech_end = clock
+                    if i + 1 < len(utterances) and utterances[i + 1].over_reply_s is not None:
+                        continue  # the next one is said over this one's answer: its answer is not awaited to its end
                     clock = await self._wait_reply(clock, timeout_s, greeting=False)
                     first = self._first_media_after
                     self.result.heard_after_speech_s.append(first - self._speech_end if first else None)
@@ -236,6 +282,8 @@ class TwilioCaller:
                         await ws.send(self._msg("stop", stop=stop))
                         await ws.close()
                 await asyncio.wait_for(receiver, 5)
+                for task in self._echoes:  # the call is over: marks still waiting for their audio are never echoed
+                    task.cancel()
                 self._flush_reply()
         finally:
             await observer.stop()

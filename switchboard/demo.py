@@ -49,15 +49,18 @@ def print_turn_steps(result: CallResult) -> None:
     if not rows:
         return
     print("  end of turn (ms): silence = end of speech → turn detected; early / decision = pause → early transcript /"
-          " verdict; stt = final transcript after the turn was detected")
-    print(f"  {'turn':>6} {'silence':>8} {'early':>6} {'decision':>9} {'reason':<16} {'stt':>5} {'final':<8}")
+          " verdict; stt = final transcript after the turn was detected; reply = speculative (made on the early"
+          " transcript) used or discarded")
+    print(f"  {'turn':>6} {'silence':>8} {'early':>6} {'decision':>9} {'reason':<16} {'stt':>5} {'final':<8} "
+          f"{'agent':>6} {'reply':<10} {'tts':>5} {'response':>9}")
 
     def ms(v: object, w: int) -> str:
         return f"{v:>{w}.0f}" if isinstance(v, float) else f"{'-':>{w}}"
 
     for seq, s in rows:
         print(f"  {seq:>6} {ms(s['silence'], 8)} {ms(s['early'], 6)} {ms(s['decision'], 9)} "
-              f"{s['reason'] or '-'!s:<16} {ms(s['stt'], 5)} {s['stt_how'] or '-'!s:<8}")
+              f"{s['reason'] or '-'!s:<16} {ms(s['stt'], 5)} {s['stt_how'] or '-'!s:<8} "
+              f"{ms(s['agent'], 6)} {s['reply'] or '-'!s:<10} {ms(s['tts'], 5)} {ms(s['response'], 9)}")
 
 
 def _report(out: Path) -> None:

@@ -8,12 +8,13 @@ of a dozen consumers burns half a core doing it. So each consumer's wait adapts:
 - while a record came within ``fetch_idle_after_ms`` (10 s): ``fetch_max_wait_ms`` (10 ms);
   a call in progress keeps every stage on its path inside that window (audio every 20 ms,
   turn events, transcripts, playback events);
-- after that, each empty fetch doubles the wait, up to ``fetch_idle_wait_ms`` (500 ms): an idle
-  consumer asks twice a second;
+- after that, each empty fetch doubles the wait, up to ``fetch_idle_wait_ms`` (1000 ms): an idle
+  consumer asks once a second (the sink, off the voice path, every 5 s: ``sinks/sink.py``);
 - the first record back resets it. That record (the first of a new call, after a quiet spell)
   pays for the long wait once per hop, but less than the wait: tansu re-reads its storage
   during a waiting fetch and answers when it finds the record (measured with
-  ``bench/idle_cpu.py --latency``: p50 ~50 ms, max ~150 ms at 500 ms).
+  ``bench/idle_cpu.py --latency``: p50 ~95 ms, max ~480 ms at 1000 ms; ~50 / ~140 ms at 500 ms, at which the
+  idle stack took 13.5–15 % of a core against 8.6 % at 1000 ms).
 
 Why not longer: the broker's cost of an empty fetch grows with the partitions it covers (the
 sink reads all 13 topics × 32 partitions), so the idle stack's CPU falls with the cap (README).

@@ -43,7 +43,8 @@ def turn_steps(lat: TurnLatency) -> dict[str, float | str | None]:
     ``silence`` is what the caller waited for the turn to be detected (end of speech → turn detected);
     ``early`` and ``decision`` count from the pause (``pause_ms`` into the silence) to the early
     transcript and to the end-of-turn verdict; ``stt`` is the final transcript's time after the turn was
-    detected, ~0 when it ``reused`` the early one."""
+    detected, ~0 when it ``reused`` the early one; ``reply`` says whether the reply played was made speculatively on
+    the early transcript (``used``: agent ~0), or a speculation was thrown away first (``discarded``), or neither."""
     t = lat.timings
     return {
         "silence": lat.turn_detection_ms,
@@ -53,6 +54,7 @@ def turn_steps(lat: TurnLatency) -> dict[str, float | str | None]:
         "stt": lat.stt_ms,
         "stt_how": None if t.stt_finished_us is None else "reused" if t.early_transcript_us is not None else "decoded",
         "agent": lat.agent_ms,
+        "reply": t.speculation,
         "tts": lat.tts_ms,
         "bus": lat.bus_overhead_ms,
         "processing": lat.processing_ms,

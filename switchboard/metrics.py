@@ -31,6 +31,18 @@ BARGE_IN_REACTION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 BARGE_INS = Counter("switchboard_barge_ins_total", "barge-ins detected")
+FALSE_INTERRUPTIONS = Counter(
+    "switchboard_false_interruptions_total",
+    "caller voice that paused a reply and was no interruption: the reply resumed (backchannel, no_words, "
+    "no_transcript)",
+    ["reason"],
+)
+PLAYBACK_HOLDS = Counter(
+    "switchboard_playback_holds_total",
+    "pause commands at the ingress by outcome (paused, near_end: the reply was ending and played on, resumed, "
+    "grace: no resume or clear came in time and the reply played on, cleared)",
+    ["outcome"],
+)
 TURNS = Counter("switchboard_turns_total", "caller turns detected")
 ACTIVE_CALLS = Gauge("switchboard_active_calls", "calls with an open socket on this ingress node", ["channel"])
 CALLS = Counter("switchboard_calls_total", "calls started", ["channel"])
@@ -94,6 +106,17 @@ KEYPAD = Counter(
     "switchboard_keypad_total",
     "DTMF keys the agent acted on: handoff (0), yes (1), no (2), ignored (nothing expected)", ["action"]
 )
+REPLY_SENTENCES = Counter(
+    "switchboard_reply_sentences_total",
+    "agent reply sentences by what the caller heard of them (the agent, from playback events): heard (to its end), "
+    "cut (partly), unplayed (none of it), unknown (cut off, the ingress gave no positions)",
+    ["outcome"],
+)
+PLAYBACK_REPORTS = Counter(
+    "switchboard_playback_reports_total",
+    "PLAYBACK_CLEARED events of its replies the agent read: positions, no_positions (older ingress), malformed",
+    ["kind"],
+)
 AGENT_AUDIO_DROPPED = Counter(
     "switchboard_agent_audio_dropped_total", "audio.out records not played: duplicate (a replayed (turn_seq, seq)), "
     "stale (a reply older than one already started), late (the rest of a reply finished by the drain, after the "
@@ -121,5 +144,32 @@ EARLY_TRANSCRIPT = Histogram(
 )
 STT_FINALS = Counter(
     "switchboard_stt_finals_total", "final transcripts, by how: early (the pause's early transcript reused, no decode "
-    "after the turn ended) or decoded", ["engine", "how"]
+    "after the turn ended) or decoded; backchannel: a turn over the agent's reply that takes no turn, closed without "
+    "a transcript", ["engine", "how"]
+)
+# -- speculative reply (processors/agent/speculation.py, processors/tts/hold.py; README "Speculative reply") --
+SPECULATION = Counter(
+    "switchboard_speculation_total", "replies made on an early transcript, by outcome: used (the turn was confirmed "
+    "with the same text), mismatch (the final text differed), discarded (the caller went on, barged in, hung up)",
+    ["outcome"],
+)
+SPECULATION_DISCARDED_TOKENS = Counter(
+    "switchboard_speculation_discarded_tokens_total", "LLM tokens (in + out) spent on speculative replies that were "
+    "thrown away (their usage records are published as any other: the cost was real)", ["engine"],
+)
+TTS_HOLD = Counter(
+    "switchboard_tts_hold_total", "speculative sentences synthesised and held by TTS, by fate: released (played once "
+    "confirmed), dropped (discarded), expired (held past the timeout or the bound), unused (confirmed but not held)",
+    ["fate"],
+)
+# -- event loop and call admission (switchboard/looplag.py, ingress/runtime.py; README "Load testing") --
+LOOP_LAG = Histogram(
+    "switchboard_event_loop_lag_seconds", "how late the event loop ran a timer (sampled every 50 ms): CPU-bound "
+    "loops show it first, before any socket times out", ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+CALL_START_STEP = Histogram(
+    "switchboard_call_start_step_seconds", "time spent in one step of admitting a call: webhook (the Twilio voice "
+    "webhook's handler), call_started (the call_started record produced and acknowledged)", ["step"],
+    buckets=LATENCY_BUCKETS,
 )

@@ -26,6 +26,8 @@ class CallEventKind(StrEnum):
     ENGINE_FALLBACK = "engine_fallback"
     ENGINE_ERROR = "engine_error"
     SILENCE = "silence"  # the ingress: the caller has said nothing since the agent's reply played (attributes: stage)
+    PLAYBACK_PAUSED = "playback_paused"  # caller voice over a reply: held, not yet cut (attributes: reaction_ms)
+    PLAYBACK_RESUMED = "playback_resumed"  # the held reply plays on (reason: resume, or grace when no resume came)
 
 
 class TurnEventKind(StrEnum):
@@ -44,6 +46,10 @@ class ReplyKind(StrEnum):
     SENTENCE = "sentence"
     END = "end"
     CANCEL = "cancel"
+    # a sentence of a reply made on the early transcript, before the turn is confirmed: synthesised and held by TTS,
+    # never played, never recorded as said; a confirmed one is re-published as SENTENCE (same text, same seq)
+    SPECULATIVE = "speculative"
+    DISCARD = "discard"  # the turn's speculative reply will not be said: TTS drops what it holds
 
 
 class AudioOutKind(StrEnum):
@@ -54,6 +60,8 @@ class AudioOutKind(StrEnum):
 
 class PlaybackKind(StrEnum):
     CLEAR = "clear"
+    PAUSE = "pause"  # caller voice over a reply: stop it, keep what the caller has not heard yet
+    RESUME = "resume"  # that voice was no interruption (a backchannel, a cough): play on from where it stopped
 
 
 @dataclass(slots=True)
@@ -72,6 +80,7 @@ class Timings:
     early_transcript_us: int | None = None
     end_decision_us: int | None = None
     end_reason: str | None = None
+    speculation: str | None = None
 
 
 @dataclass(slots=True)

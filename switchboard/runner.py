@@ -43,6 +43,7 @@ from switchboard.topics import Topic
 
 logger = logging.getLogger(__name__)
 IMPORTED = time.monotonic()  # about when the worker process started: the logs say how long start-up took
+PAUSE_GRACE_S = 0.05  # saturated: how long to wait for the records in hand before pausing the partitions
 
 
 @dataclass(slots=True)
@@ -271,6 +272,20 @@ class Runner:
                 key = msg.key if msg.key is not None else (tp.topic, tp.partition)
                 self.inflight.submit(tp, msg.offset, key, functools.partial(self._process, msg, topic))
 
+    async def _relieved_within(self, grace_s: float) -> bool:
+        """Wait (at most ``grace_s``) for the records just handed out to bring the count down to the low-water mark.
+        A full fetch reaches the limit at once, and most records are done a few loop iterations later; pausing then
+        would throw away what aiokafka has already fetched for the partitions (a paused partition's buffered records
+        are dropped and fetched again on resume), which at 200 callers paused the turns worker ~4 times a second
+        and fell behind the audio (README "Load testing"). Nothing new is taken meanwhile: the limit still holds."""
+        deadline = time.monotonic() + grace_s
+        while not self.inflight.relieved and self.inflight.error is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await self.inflight.wait(remaining)
+        return True
+
     def _pause(self) -> None:
         self.consumer.pause(*self.consumer.assignment())
         self.paused = True
@@ -294,7 +309,7 @@ class Runner:
             batch = await self.consumer.getmany(timeout_ms=100, max_records=max(1, self.inflight.room))
             if not self.rebalancing:
                 self._submit(batch)
-            if self.inflight.saturated:
+            if self.inflight.saturated and not await self._relieved_within(PAUSE_GRACE_S):
                 self._pause()
         metrics.IN_FLIGHT.labels(self.processor.name).set(self.inflight.count)
         # commits cost a broker round trip: at most ten a second (a crash replays a little more)

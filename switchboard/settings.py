@@ -30,7 +30,7 @@ class ServiceSettings(BaseSettings):
         "fetches (tansu)",
     )
     fetch_idle_wait_ms: int = Field(
-        500,
+        1000,
         ge=0,
         description="fetch wait once no record came for fetch_idle_after_ms: grows (doubling per empty fetch) from "
         "fetch_max_wait_ms up to this cap, so an idle stack does not spin; the first record after a quiet spell "

@@ -99,6 +99,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
                 session = await rt.open_call(info, AcsSocket(ws, meta.sample_rate), connected_at)
                 session.on_agent_audio = inbox.media
+                inbox.media()  # admitting the call took our time, not the caller's: its silence counts from now
             elif isinstance(event, wire.DtmfData) and session is not None:
                 await session.dtmf(event.digits)
     except ProtocolError as exc:

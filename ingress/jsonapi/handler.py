@@ -61,7 +61,8 @@ class JsonSocket(CallerWebSocket):
             self._latencies_sent = len(self.call.turn_latencies)
 
     async def send_mark(self, name: str) -> None:
-        await self.send_text(wire.reply_end(name))
+        if name.startswith("reply-"):  # a sentence's mark (ingress/heard.py) is Twilio's; this client has reply_end
+            await self.send_text(wire.reply_end(name))
 
     async def send_clear(self) -> None:
         await self.send_text(wire.clear())

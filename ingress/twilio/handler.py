@@ -93,6 +93,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
                 session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid), connected_at)
                 session.on_agent_audio = inbox.media
+                inbox.media()  # admitting the call took our time, not the caller's: its silence counts from now
             elif isinstance(event, wire.Dtmf):
                 if session is not None:
                     await session.dtmf(event.digit)
@@ -100,7 +101,9 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
                 reason = "hangup"
                 await TwilioSocket(ws, "").close(1000, "call ended")
                 break
-            # Connected needs nothing; Mark echoes confirm playback and need nothing either.
+            elif isinstance(event, wire.Mark) and session is not None:
+                session.mark_played(event.name)  # a sentence's audio has played on the phone (ingress/heard.py)
+            # Connected needs nothing.
     except ProtocolError as exc:
         metrics.BAD_INPUT.labels(CHANNEL, exc.metric_reason).inc()
         logger.warning("closing socket on bad input", extra={"fields": {"reason": exc.reason, "code": exc.code}})

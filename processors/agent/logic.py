@@ -1,8 +1,8 @@
 """The agent processor: transcripts in, reply sentences out, state in a changelog.
 
-Inputs: ``calls`` (greet on call_started; answer key presses and silences), ``transcripts`` (reply to finals),
-``turns`` (cancel a reply on barge-in). Outputs: ``replies``, ``agent.state``,
-``usage`` (tokens and cost per reply) and ``calls`` (engine fallbacks).
+Inputs: ``calls`` (greet on call_started; answer key presses and silences), ``transcripts`` (reply to finals;
+speculate on early ones: processors/agent/speculation.py), ``turns`` (cancel a reply on barge-in).
+Outputs: ``replies``, ``agent.state``, ``usage`` (tokens and cost per reply) and ``calls`` (engine fallbacks).
 
 A reply streams from its engine in a task of its own (``pumped``); a barge-in
 for the turn being answered sets the call's stop event, which ends the reply at
@@ -25,8 +25,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Protocol
 
-from processors.agent import policy
+from processors.agent import heard, policy
 from processors.agent.engine import ENDED, Agent
+from processors.agent.speculation import (
+    Speculation,
+    SpeculationMode,
+    allowed,
+    confirms,
+    fork,
+    normalised,
+    thrown_away,
+)
 from processors.resilience import Fallback, Journal, Usage, pumped
 from processors.usage import PriceTable
 from switchboard import metrics
@@ -37,6 +46,7 @@ from switchboard.records import (
     CallEvent,
     CallEventKind,
     DialogState,
+    EngineUsage,
     ReplyKind,
     Timings,
     Transcript,
@@ -50,6 +60,7 @@ from switchboard.topics import CALLS, TRANSCRIPTS, TURNS, Topic
 
 logger = logging.getLogger(__name__)
 
+_PLAYBACK = (CallEventKind.PLAYBACK_STARTED, CallEventKind.PLAYBACK_FINISHED, CallEventKind.PLAYBACK_CLEARED)
 _EVERY_TURN = 2**62  # interrupt() through this turn: whatever reply is streaming
 INPUT_SEQ_SLOT = "input.seq"  # turn_seq of the last key press or silence answered: a replay is not answered twice
 
@@ -63,7 +74,13 @@ class AgentProcessor:
     inputs: tuple[Topic, ...] = (CALLS, TRANSCRIPTS, TURNS)
     watch: tuple[Topic, ...] = (TURNS, CALLS)  # barge-ins and hang-ups must cut a streaming reply short
 
-    def __init__(self, engine: Agent, store: StateStore, prices: PriceTable | None = None) -> None:
+    def __init__(
+        self,
+        engine: Agent,
+        store: StateStore,
+        prices: PriceTable | None = None,
+        speculate: SpeculationMode | str = SpeculationMode.OFFLINE,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.states: dict[str, DialogState] = {}
@@ -72,6 +89,8 @@ class AgentProcessor:
         self.calls: dict[str, CallEvent] = {}  # call_started events, for the engine events of the call
         self.replying: dict[str, tuple[int, asyncio.Event]] = {}  # call_id → (turn being answered, stop)
         self.ended = EndedCalls()
+        self.speculate = SpeculationMode(speculate)  # SWITCHBOARD_SPECULATIVE_REPLY (processors/agent/speculation.py)
+        self.speculations: dict[str, Speculation] = {}  # call_id → its one speculative reply, until confirmed or not
 
     async def on_assigned(self, partitions: set[int]) -> None:
         self.states = await self.store.restore(partitions)
@@ -82,6 +101,7 @@ class AgentProcessor:
     async def on_revoked(self, partitions: set[int]) -> None:
         self.states.clear()
         self.calls.clear()
+        self.speculations.clear()  # the new owner of the partition speculates again, or answers the final
 
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
         r = msg.record
@@ -101,20 +121,42 @@ class AgentProcessor:
             elif r.kind in (CallEventKind.DTMF, CallEventKind.SILENCE):
                 async for out in self._caller_input(r, msg.corr):
                     yield out
+            elif r.kind in _PLAYBACK:
+                for out in self._playback(r, msg.corr):
+                    yield out
+        elif isinstance(r, Transcript) and r.kind is TranscriptKind.EARLY:
+            async for out in self._speculate(r, msg.corr):
+                yield out
         elif isinstance(r, Transcript) and r.kind is TranscriptKind.FINAL:
             state = self.states.get(r.call_id)
-            if state is None or state.ended or r.turn_seq <= state.last_turn_seq or not r.text.strip():
+            if state is None or state.ended or r.turn_seq <= state.last_turn_seq:
+                return
+            spec = self.speculations.pop(r.call_id, None)
+            if spec is not None and confirms(spec, state, r.turn_seq, r.text) and r.call_id not in self.ended:
+                async for out in self._adopt(spec, msg.corr, r.timings or Timings()):
+                    yield out
+                return
+            timings = r.timings or Timings()
+            if spec is not None:
+                same_turn = spec.turn_seq == r.turn_seq
+                thrown_away(spec, "mismatch" if same_turn and spec.complete else "discarded")
+                yield Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), msg.corr)
+                timings = replace(timings, speculation="discarded") if same_turn else timings
+            if not r.text.strip():
                 return
             if r.call_id in self.ended:  # hung up; its call_ended is queued behind this transcript
                 metrics.ENDED_CALL_SKIPS.labels(self.name, "reply").inc()
                 return
             state.last_turn_seq = r.turn_seq
             state.turns += 1
-            async for out in self._reply(state, r.turn_seq, r.text, msg.corr, r.timings or Timings()):
+            async for out in self._reply(state, r.turn_seq, r.text, msg.corr, timings):
                 yield out
         elif isinstance(r, TurnEvent) and r.kind is TurnEventKind.BARGE_IN and r.cancelled_turn_seq is not None:
             state = self.states.get(r.call_id)
             self.interrupt(r.call_id, r.cancelled_turn_seq)
+            spec = self.speculations.get(r.call_id)
+            if spec is not None and spec.turn_seq <= r.cancelled_turn_seq:  # TTS drops its hold on the CANCEL
+                thrown_away(self.speculations.pop(r.call_id), "discarded")
             if state is not None:
                 yield Out(self._record(state, r.cancelled_turn_seq, 0, ReplyKind.CANCEL, ""), msg.corr)
 
@@ -148,8 +190,102 @@ class AgentProcessor:
         async for out in self._reply(state, r.turn_seq, text, corr.child(r.turn_seq), Timings(), fixed):
             yield out
 
+    async def _speculate(self, r: Transcript, corr: Correlation) -> AsyncIterator[Out]:
+        """Answer an early transcript on a copy of the call's state; its sentences go out ``speculative``, held by TTS
+        until the FINAL confirms them (``_adopt``). At most one per call: a newer one throws the older away."""
+        state = self.states.get(r.call_id)
+        if state is None or state.ended or state.stage == ENDED or r.turn_seq <= state.last_turn_seq:
+            return
+        engine = state.slots.get("engine", self.engine.name)
+        if r.call_id in self.ended or not r.text.strip() or not allowed(self.speculate, engine):
+            return
+        old = self.speculations.pop(r.call_id, None)
+        if old is not None:
+            if old.turn_seq == r.turn_seq and old.words == normalised(r.text):
+                self.speculations[r.call_id] = old  # paused again on the same words: the reply stands
+                return
+            thrown_away(old, "discarded")
+            yield Out(self._record(state, old.turn_seq, len(old.sentences), ReplyKind.DISCARD, ""), corr)
+        spec = fork(state, r.turn_seq, r.text, engine)
+        stop = asyncio.Event()
+        self.replying[r.call_id] = (r.turn_seq, stop)  # a hang-up stops it as it stops a reply
+
+        async def produce(emit: Callable[[str], None]) -> None:
+            async for s in self.engine.respond(spec.state, r.text):
+                emit(s)
+
+        try:
+            async for sentence in pumped(produce, stop):
+                seq = len(spec.sentences)
+                yield Out(self._record(spec.state, r.turn_seq, seq, ReplyKind.SPECULATIVE, sentence), corr)
+                spec.sentences.append(sentence)
+        finally:
+            self.replying.pop(r.call_id, None)
+        for out in self._notes(spec.state, corr):  # the cost is real whatever becomes of the reply
+            if isinstance(out.record, EngineUsage):
+                spec.tokens += out.record.llm_tokens_in + out.record.llm_tokens_out
+            yield out
+        spec.complete = not stop.is_set()
+        if spec.complete:
+            self.speculations[r.call_id] = spec
+        else:
+            thrown_away(spec, "discarded")
+            yield Out(self._record(state, r.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), corr)
+        logger.info("speculated", extra={"fields": {"turn": r.turn_seq, "sentences": len(spec.sentences),
+                                                     "complete": spec.complete}})
+
+    async def _adopt(self, spec: Speculation, corr: Correlation, timings: Timings) -> AsyncIterator[Out]:
+        """The FINAL has the words the speculation answered: its state becomes the call's and its sentences are said
+        (same text, same seq), so TTS plays what it holds. The reply was made in the silence: ~0 ms of agent."""
+        state = spec.state
+        self.states[state.call_id] = state
+        metrics.SPECULATION.labels("used").inc()
+        started = now_us()
+        for seq, sentence in enumerate(spec.sentences):
+            t = None
+            if seq == 0:
+                first = now_us()
+                metrics.STAGE_LATENCY.labels("agent", spec.engine).observe((first - started) / 1e6)
+                t = replace(timings, agent_started_us=started, agent_first_sentence_us=first, speculation="used")
+            yield Out(self._record(state, spec.turn_seq, seq, ReplyKind.SENTENCE, sentence, t), corr)
+        yield Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.END, ""), corr)
+        heard.remember(state, spec.turn_seq, list(spec.sentences))
+        state.updated_us = now_us()
+        logger.info("replied", extra={"fields": {"turn": spec.turn_seq, "stage": state.stage, "intent": state.intent,
+                                                 "speculative": True}})
+        yield Out(replace(state, slots=dict(state.slots)), corr)
+
+    def _playback(self, r: CallEvent, corr: Correlation) -> list[Out]:
+        """What the caller heard of a reply (processors/agent/heard.py). A reply cut off is trimmed to it in the
+        dialog state, which is published; a start or an end of playback is only noted (published with the next
+        state). The clear may come before the caller's next final transcript (that reply is then made from the
+        trimmed history) or after it (the trim then applies to the history of later turns)."""
+        state = self.states.get(r.call_id)
+        if state is None or state.ended or r.turn_seq is None:
+            return []
+        if r.kind is CallEventKind.PLAYBACK_STARTED:
+            heard.started(state, r.turn_seq)
+            return []
+        if r.kind is CallEventKind.PLAYBACK_FINISHED:
+            heard.finished(state, r.turn_seq)
+            return []
+        cut = heard.trim(state, r)
+        if cut is None:
+            return []
+        logger.info("reply trimmed to what was heard", extra={"fields": {
+            "turn": cut.turn, "heard": cut.heard_sentences, "cut": cut.cut, "unplayed": cut.unplayed}})
+        outs: list[Out] = []
+        if (spec := self.speculations.pop(r.call_id, None)) is not None:
+            thrown_away(spec, "discarded")  # made from the history before the trim: from words never heard
+            outs.append(Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), corr))
+        state.updated_us = now_us()
+        outs.append(Out(replace(state, slots=dict(state.slots)), corr))
+        return outs
+
     def _end(self, call_id: str) -> DialogState | None:
         self.ended.end(call_id)
+        if (spec := self.speculations.pop(call_id, None)) is not None:
+            thrown_away(spec, "discarded")  # TTS drops its hold on the call_ended itself
         self.calls.pop(call_id, None)
         return self.states.pop(call_id, None)
 
@@ -223,9 +359,11 @@ class AgentProcessor:
                 emit(s)
 
         seq = 0
+        said: list[str] = []  # what the caller may hear of this reply, by seq (processors/agent/heard.py)
         try:
             async for out in self._sentences(state, turn_seq, corr, timings, started, pumped(produce, stop)):
                 seq += 1
+                said.append(out.record.text if isinstance(out.record, AgentReply) else "")
                 yield out
         finally:
             self.replying.pop(state.call_id, None)
@@ -235,6 +373,7 @@ class AgentProcessor:
             logger.info("reply cancelled", extra={"fields": {"turn": turn_seq, "sentences": seq}})
         else:
             yield Out(self._record(state, turn_seq, seq, ReplyKind.END, ""), corr)
+        heard.remember(state, turn_seq, said, dialog=fixed is None)
         state.updated_us = now_us()
         logger.info("replied", extra={"fields": {"turn": turn_seq, "stage": state.stage, "intent": state.intent}})
         yield Out(replace(state, slots=dict(state.slots)), corr)

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = AgentSettings()
     logs.setup("agent", settings.log_level)
     tracing.setup("agent", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
-    serve(settings, AgentProcessor(create_engine(settings), ChangelogStore(settings)))
+    agent = AgentProcessor(create_engine(settings), ChangelogStore(settings), speculate=settings.speculative_reply)
+    serve(settings, agent)
     return 0
 
 

@@ -8,6 +8,12 @@ collects the day, then confirms. Anything else gets a polite fallback; after
 The keypad and a silent caller (README "Silence and the keypad") are answered here too, with fixed sentences
 (all in the TTS phrase cache): 0 hands off at any time, 1 and 2 answer a yes/no question as the words would, and
 the ingress's silence events get "are you still there?" and, later, a goodbye that ends the call.
+
+A question the caller never heard (the agent was cut off before it: ``unheard``, from ``processors.agent.heard``)
+is not taken as asked. Only the confirmation needs guarding: a "yes" to a confirmation never heard must not book or
+cancel, so the policy takes a day or time from the caller's words, if any, and asks for the confirmation again (a
+key press then means nothing). The other questions need nothing more: an answer the caller gives anyway is welcome
+(a day at "which day?"), and words that answer nothing make the policy ask its question again as it always does.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ YES_NO_STAGES = frozenset({"confirm"})  # stages whose last question was a yes/n
 STILL_THERE = ("Are you still there?",)
 LET_GO = ("I'll let you go now. Goodbye.",)
 KEYS_HINT = "You can say yes or press 1, or say no or press 2."
+UNASKED_SLOT = "policy.unasked"  # the stage whose question the caller did not hear (cut off before it)
 TIME = re.compile(
     r"\b(\d{1,2}|"
     + "|".join(NUMBER_WORDS)
@@ -109,6 +116,7 @@ class ClinicPolicy:
     def _respond(self, state: DialogState, text: str) -> list[str]:
         s = state.slots
         stage = state.stage
+        unasked = s.pop(UNASKED_SLOT, None) == stage
         new_intent = intent_of(text)
         if new_intent == "human":
             return self._handoff(state)
@@ -121,6 +129,8 @@ class ClinicPolicy:
             return self._collect(state, text)
         if stage == "ask_time":
             return self._collect(state, text)
+        if stage == "confirm" and unasked:
+            return self._ask_confirmation_again(state, text)
         if stage == "confirm":
             return self._confirm(state, text)
         # await_intent
@@ -183,6 +193,15 @@ class ClinicPolicy:
             return ["No problem.", "Which day would suit you better?"]
         return ["Sorry, was that a yes or a no?", KEYS_HINT]
 
+    def _ask_confirmation_again(self, state: DialogState, text: str) -> list[str]:
+        """The confirmation was cut off before the caller heard it: their words are no yes or no to it."""
+        s = state.slots
+        if day := day_of(text):
+            s["day"] = day
+        if state.intent != "cancel" and (t := time_of(text)):
+            s["time"] = t
+        return self._collect(state, "")
+
     def _fallback(self, state: DialogState) -> list[str]:
         n = int(state.slots.get("fallbacks", "0")) + 1
         state.slots["fallbacks"] = str(n)
@@ -207,8 +226,22 @@ def handoff(state: DialogState) -> list[str]:
 
 
 def key_answer(state: DialogState, digit: str) -> str | None:
-    """The words a key stands for at this point of the dialog, or None when it means nothing here."""
-    return KEY_ANSWERS.get(digit) if state.stage in YES_NO_STAGES else None
+    """The words a key stands for at this point of the dialog, or None when it means nothing here (also when the
+    yes/no question was cut off before the caller heard it)."""
+    if state.stage not in YES_NO_STAGES or state.slots.get(UNASKED_SLOT) == state.stage:
+        return None
+    return KEY_ANSWERS.get(digit)
+
+
+def unheard(state: DialogState, sentences: list[str], fully_heard: int) -> bool:
+    """The agent's reply (``sentences``) was cut off after ``fully_heard`` sentences. If its last question was
+    not heard to its end, the current stage's question counts as not asked (see the module's doc). Dialog states
+    of other engines (the LLM's stage is always await_intent) are left alone, as are replies without a question."""
+    asked = [i for i, s in enumerate(sentences) if s.rstrip().endswith("?")]
+    if not asked or asked[-1] < fully_heard or state.stage not in ("ask_day", "ask_time", "confirm"):
+        return False
+    state.slots[UNASKED_SLOT] = state.stage
+    return True
 
 
 def still_there(state: DialogState) -> list[str]:

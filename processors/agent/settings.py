@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 
@@ -51,6 +52,13 @@ class AgentSettings(ServiceSettings):
     fallback_phrase: str = Field(
         "Sorry, give me a moment.",
         description="said when the cloud agent fails mid-call (pre-synthesised in the TTS phrase cache)",
+    )
+    speculative_reply: Literal["off", "offline", "always"] = Field(
+        "offline",
+        description="answer the early transcript (made at each pause of the caller) before the turn is confirmed; "
+        "played only once the final transcript has the same words, else thrown away unheard: offline (only with "
+        "the offline policy engine, where it is free), always (cloud LLMs too: a discarded speculation costs tokens, "
+        "counted in switchboard_speculation_discarded_tokens_total) or off",
     )
 
     def llm_key(self) -> str | None:

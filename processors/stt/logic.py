@@ -28,6 +28,8 @@ from switchboard.records import SpeechChunk, Timings, Transcript, TranscriptKind
 from switchboard.runner import Incoming, Out
 from switchboard.topics import SPEECH, Topic
 
+BACKCHANNEL = "backchannel"  # the end reason of a turn spoken over the agent that takes no turn (processors/turns)
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,6 +104,11 @@ class Transcriber:
         if not chunk.final:
             return
         del self.turns[chunk.call_id]
+        if chunk.timings is not None and chunk.timings.end_reason == BACKCHANNEL:
+            # "uh-huh" over the agent (processors/turns): no turn for the agent to answer, only a stream to close
+            await turn.stream.cancel()
+            metrics.STT_FINALS.labels(self.engine.name, BACKCHANNEL).inc()
+            return
         started = now_us()
         extra: dict[str, int | None] = {}
         if chunk.silent_since_pause and turn.early is not None:

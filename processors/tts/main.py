@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from processors.tts.engine import TextToSpeech
+from processors.tts.hold import Hold
 from processors.tts.logic import Synthesizer
 from processors.tts.settings import TtsSettings
 from switchboard import logs, tracing
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = TtsSettings()
     logs.setup("tts", settings.log_level)
     tracing.setup("tts", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
-    serve(settings, Synthesizer(create_engine(settings), settings.chunk_ms))
+    hold = Hold(settings.tts_hold_s, settings.tts_hold_max_audio_s)  # speculative audio until confirmed
+    serve(settings, Synthesizer(create_engine(settings), settings.chunk_ms, hold=hold))
     return 0
 
 

@@ -47,3 +47,13 @@ class TtsSettings(AzureSpeechSettings):
         description="piper, with the first clause on: sentence openers kept in the phrase cache (warmed at start), "
         "so a sentence starting with one plays at once; JSON list",
     )
+    tts_hold_s: float = Field(
+        10.0,
+        gt=0,
+        description="speculative reply: how long a call's synthesised but unconfirmed sentences are held before they "
+        "are evicted (a turn is confirmed within a second of its early transcript, or never)",
+    )
+    tts_hold_max_audio_s: float = Field(
+        60.0, gt=0, description="speculative reply: audio held per call at most (past it a sentence is made when "
+        "confirmed)"
+    )

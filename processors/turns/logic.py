@@ -32,6 +32,14 @@ The end of a turn is decided by meaning (``profiles.py`` has the policy and the 
 3. With no verdict (no early transcript yet, Smart Turn off or failed) the turn ends after
    ``end_of_turn_ms`` (700 ms), as before. Voiced audio at any point voids the pause's judgement.
 
+Caller voice over the agent's reply (frames carrying ``agent_turn_seq``) is judged in two steps (README
+"Interruptions"): after ``barge_in_pause_ms`` of voice a ``pause`` command holds the reply at the ingress; it becomes
+a real interruption (BARGE_IN, ``clear``) at ``interrupt_ms`` of voice or when the turn's early transcript holds
+words that are not the profile's backchannels; a transcript of only backchannels (or of no words: a cough), or no
+transcript ``resume_after_ms`` into the silence, sends ``resume`` and counts a false interruption, and that little
+turn ends with reason ``backchannel`` and no final chunk, so STT never transcribes it as a turn and the agent never
+answers it. Voice starting within the profile's ``reply_start_guard_ms`` of the reply's first frame is not paused.
+
 Silence is counted in the caller's frames, not the wall clock, so a replay of the same frames
 and transcripts decides the same; a verdict that arrives after its silence has already passed
 ends the turn when it arrives, with the audio seen so far. Turn IDs do not depend on when a turn
@@ -51,7 +59,15 @@ from typing import Protocol
 
 import numpy as np
 
-from processors.turns.profiles import ENGLISH, TurnProfile, Verdict, dangling_word, judge, profile_for
+from processors.turns.profiles import (
+    ENGLISH,
+    TurnProfile,
+    Verdict,
+    dangling_word,
+    is_backchannel,
+    judge,
+    profile_for,
+)
 from processors.turns.settings import TurnsSettings
 from processors.turns.vad import VoiceActivity
 from switchboard import metrics
@@ -116,6 +132,7 @@ class _Frame:
 class _Call:
     vad: VoiceActivity
     partition: int
+    call_id: str
     preroll: deque[_Frame]  # bounded: max(preroll_ms, speech_start_ms) of frames before onset
     language: str = "en-US"
     started: CallEvent | None = None
@@ -139,6 +156,16 @@ class _Call:
     window: bytearray = field(default_factory=bytearray)  # the turn's audio, the last 8-16 s (Smart Turn's input)
     pause: _Pause | None = None  # the current pause's judgement; None in speech
     last_offset: int = 0  # audio.in offset of the last record handled
+    # the false-interruption guard (README "Interruptions"): the reply the caller hears now, from which frame on
+    agent_now: int | None = None  # the newest frame's agent_turn_seq: the reply playing (or held) at the ingress
+    reply_turn: int | None = None
+    reply_partition: int = 0  # where this call's playback commands go (the caller's ingress node reads it)
+    reply_first_seq: int = 0
+    over: int | None = None  # the reply this caller turn was spoken over; None: the agent was silent
+    guarded: bool = False  # began near the reply's start: no pause, only a real interruption stops it
+    held: int | None = None  # the reply this turn paused (a pause command went out), until resumed or cleared
+    resumed: bool = False  # the pause was judged no interruption and resume went out
+    backchannel: bool = False  # this turn takes no turn: its end is marked so, and STT gets no final (not answered)
 
 
 class TurnDetector:
@@ -178,7 +205,9 @@ class TurnDetector:
     def _call(self, call_id: str, partition: int) -> _Call:
         if call_id not in self.calls:
             keep = max(self.s.preroll_ms, self.s.speech_start_ms) // FRAME_MS
-            self.calls[call_id] = _Call(vad=self.vad_factory(), partition=partition, preroll=deque(maxlen=max(1, keep)))
+            self.calls[call_id] = _Call(
+                vad=self.vad_factory(), partition=partition, call_id=call_id, preroll=deque(maxlen=max(1, keep))
+            )
         return self.calls[call_id]
 
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
@@ -311,16 +340,17 @@ class TurnDetector:
             "early transcript", extra={"fields": {"turn": t.turn_seq, "silence_ms": c.silence_ms, "ms": since_pause_ms}}
         )
         p.transcript = t.text
+        decided = self._judge_words(c, t.text, corr)
         if p.smart is not None and not p.smart.done():
             # started at the pause, before STT even had the audio: normally done by now; bounded by one model call
             await asyncio.wait({p.smart})
             if self.calls.get(t.call_id) is not c or c.pause is not p or not c.in_speech:
-                return []
+                return decided
         # The verdict is kept, and the caller's next frame ends the turn if the silence has lasted long enough by then,
         # never this transcript: when this worker runs behind the caller's audio, frames already on the bus may hold
         # the rest of the sentence, and ending on the frames seen so far would cut the caller off in a pause. It
         # costs at most one audio record (SWITCHBOARD_AUDIO_RECORD_MS) when the silence is already long enough.
-        return []
+        return decided
 
     def _frames(self, c: _Call, record: AudioFrame, offset: int, n: int) -> list[_Frame]:
         """The record cut into 20 ms frames; frame k is the call's frame ``seq + k``, captured 20 ms after frame k-1.
@@ -348,6 +378,10 @@ class TurnDetector:
         """Step through the record's 20 ms frames, one VAD decision each."""
         c.last_frame_us = record.ts_us
         c.last_offset, c.rate = offset, record.sample_rate
+        agent = c.agent_now = record.agent_turn_seq
+        c.reply_partition = record.reply_partition
+        if agent is not None and agent != c.reply_turn:  # a reply began playing: its start guard counts from here
+            c.reply_turn, c.reply_first_seq = agent, record.seq
         outs: list[Out] = []
         if not c.in_speech and not any(decisions) and not c.onset_run and c.carry is None:
             # the common case (silence between turns), without cutting the record into frame objects
@@ -370,6 +404,10 @@ class TurnDetector:
                 first_voiced = c.preroll[-c.onset_run]
                 c.turn_seq = first_voiced.seq + 1  # 0 is the greeting
                 c.in_speech, c.silence_ms, c.chunk_seq, c.barged = True, 0, 0, False
+                c.over, c.held, c.resumed, c.backchannel = agent, None, False, False
+                c.guarded = agent is not None and (first_voiced.seq - c.reply_first_seq) * FRAME_MS < (
+                    c.profile.reply_start_guard_ms
+                )
                 c.voiced_ms, c.turn_ms = c.onset_run * FRAME_MS, len(c.preroll) * FRAME_MS
                 c.speech_start_us, c.last_voiced_us = first_voiced.ts_us, f.ts_us
                 corr = in_corr.child(c.turn_seq)
@@ -403,9 +441,13 @@ class TurnDetector:
                         outs.append(self._flush(c, record.call_id, corr, pause=True))
                         self._start_pause(c)
             assert corr is not None  # set at onset or by the first frame of this record in the turn
-            if record.agent_turn_seq is not None and not c.barged and c.voiced_ms >= self.s.barge_in_ms:
-                outs.extend(self._barge_in(c, record, corr))
+            if agent is not None and not c.barged:
+                outs.extend(self._over_reply(c, record, corr))
+            elif c.held is not None and not c.resumed and not c.barged and c.silence_ms >= self.s.resume_after_ms:
+                outs.extend(self._resume(c, record.call_id, "no_transcript", corr))  # the reply is over: let go
             end_after, reason = self._threshold(c)
+            if c.held is not None and not c.resumed and not c.barged:
+                end_after = max(end_after, self.s.resume_after_ms)  # the turn is judged an interruption or not first
             if c.turn_ms >= self.s.max_turn_ms:
                 end_after, reason = 0, "max_length"
             if c.silence_ms >= end_after:
@@ -420,32 +462,76 @@ class TurnDetector:
             c.floor = min(c.floor, c.carry.offset)
         return outs
 
-    def _barge_in(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:
-        c.barged = True
+    def _over_reply(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:
+        """One frame of the caller's turn while a reply plays: hold it once the voice is likely speech, cut it once the
+        voice is long enough to be an interruption whatever its words."""
+        if c.over is None:  # the reply started during the caller's turn (they were still talking): as at its start
+            c.over, c.guarded = c.agent_now, True
+        outs: list[Out] = []
+        if c.held is None and not c.guarded and not c.resumed and c.voiced_ms >= self.s.barge_in_pause_ms:
+            c.held = c.agent_now
+            outs.append(self._command(c, frame.call_id, PlaybackKind.PAUSE, corr))
+            logger.info("reply paused", extra={"fields": {"turn": c.turn_seq, "reply": c.held}})
+        if c.voiced_ms >= self.s.interrupt_ms:
+            outs.extend(self._barge_in(c, frame.call_id, corr))
+        elif c.held is not None and not c.resumed and c.silence_ms >= self.s.resume_after_ms:
+            outs.extend(self._resume(c, frame.call_id, "no_transcript", corr))
+        return outs
+
+    def _judge_words(self, c: _Call, text: str, corr: Correlation) -> list[Out]:
+        """The early transcript of a turn spoken over a reply: words that are not backchannels interrupt it; only
+        backchannels (or none: a cough) resume it, and the turn will not be answered."""
+        if c.over is None or c.barged or c.agent_now is None:
+            if c.held is not None and not c.resumed and not c.barged:
+                # the reply ended meanwhile (the ingress let it end: near its end): a no-op resume, not counted
+                return self._resume(c, c.call_id, "", corr)
+            return []  # the agent was silent (or the reply is over): a turn like any other
+        if not is_backchannel(text, c.profile):
+            return self._barge_in(c, c.call_id, corr)
+        c.backchannel = True
+        if c.held is None or c.resumed:
+            return []  # never paused (near the reply's start, or too short): nothing to resume
+        return self._resume(c, c.call_id, "backchannel" if text.strip(" .,!?") else "no_words", corr)
+
+    def _resume(self, c: _Call, call_id: str, reason: str, corr: Correlation) -> list[Out]:
+        c.resumed = True
+        c.backchannel = c.backchannel or (reason == "no_transcript" and c.agent_now is not None)
+        if reason:
+            metrics.FALSE_INTERRUPTIONS.labels(reason).inc()
+        logger.info("reply resumed", extra={"fields": {"turn": c.turn_seq, "reply": c.held, "reason": reason}})
+        return [self._command(c, call_id, PlaybackKind.RESUME, corr)]
+
+    def _command(self, c: _Call, call_id: str, kind: PlaybackKind, corr: Correlation) -> Out:
+        """A playback command to the call's reply partition; every reply to an earlier caller turn is meant: the one
+        playing and any queued behind it."""
+        cmd = PlaybackCommand(call_id, kind, c.turn_seq - 1, now_us(), c.speech_start_us)
+        return Out(cmd, corr, partition=c.reply_partition)
+
+    def _barge_in(self, c: _Call, call_id: str, corr: Correlation) -> list[Out]:
+        c.barged, c.backchannel = True, False
         metrics.BARGE_INS.inc()
-        logger.info("barge-in", extra={"fields": {"cancelled_turn": frame.agent_turn_seq}})
+        logger.info("barge-in", extra={"fields": {"cancelled_turn": c.over}})
         return [
             Out(
                 TurnEvent(
-                    frame.call_id,
+                    call_id,
                     c.turn_seq,
                     TurnEventKind.BARGE_IN,
                     now_us(),
                     c.speech_start_us,
-                    cancelled_turn_seq=frame.agent_turn_seq,
+                    cancelled_turn_seq=c.agent_now if c.agent_now is not None else c.over,
                 ),
                 corr,
             ),
-            # every reply to an earlier caller turn goes: the one playing and any queued behind it
-            Out(
-                PlaybackCommand(frame.call_id, PlaybackKind.CLEAR, c.turn_seq - 1, now_us(), c.speech_start_us),
-                corr,
-                partition=frame.reply_partition,
-            ),
+            self._command(c, call_id, PlaybackKind.CLEAR, corr),
         ]
 
     def _end_of_turn(self, c: _Call, call_id: str, corr: Correlation, reason: str) -> list[Out]:
         c.in_speech, c.onset_run = False, 0
+        if c.backchannel and not c.barged:
+            # "uh-huh" over the agent takes no turn: its final chunk carries this reason, so STT closes the turn's
+            # stream (its commit floor moves on) and gives no final transcript: the agent has nothing to answer
+            reason = "backchannel"
         detected = now_us()
         p = c.pause
         timings = Timings(

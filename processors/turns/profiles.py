@@ -44,6 +44,13 @@ class TurnProfile:
     """Dangling at the end of a longer utterance ("can you tell me what"), not alone ("sorry, what?")."""
     vad_threshold: float | None = None
     """Silero speech threshold for this language; None keeps SWITCHBOARD_SILERO_THRESHOLD."""
+    backchannels: frozenset[str] = frozenset()
+    """Words a listener says without taking the turn ("uh-huh", "yeah"): voice over the agent's reply whose
+    transcript holds only these (or no words: a cough) is no interruption: the reply resumes and the turn is not
+    answered."""
+    reply_start_guard_ms: int = 300
+    """Caller voice starting this soon after the agent's reply started does not pause it (the caller was finishing
+    their own sentence, or saying "okay" to the last answer); it still interrupts when long enough or real words."""
 
 
 def _words(text: str) -> frozenset[str]:
@@ -60,6 +67,9 @@ ENGLISH = TurnProfile(
         "a an the and or but nor because if than that whether unless "
         "to of in on at for with from by about into onto around between like "
         "my your our their his its "
+        # demonstratives: mostly determiners before a noun ("this Friday"), and the speech recogniser completes a
+        # cut-off "the" as "this" or "that" ("Could you tell me the…" was heard "Could you tell me this?")
+        "this these those "
         "could would should "  # modals wanting a verb ("I was wondering if you could")
         "i'd i'm i'll i've we're you're they're it's there's that's "
         "um uh er erm hmm"
@@ -67,6 +77,12 @@ ENGLISH = TurnProfile(
     copulas=_words("is are was were am"),
     subject_pronouns=_words("it that this he she they we you i there"),
     question_words=_words("what when where which who whom whose how why"),
+    # STT spells them many ways ("Uh-huh." "Mm-hmm." "Mhm."): hyphens split into these tokens
+    backchannels=_words(
+        "uh huh mm hmm hm mhm mmhmm mmm um ah oh "
+        "yeah yes yep yup ya okay ok alright right sure "
+        "cool great good fine"
+    ),
 )
 
 SPANISH = TurnProfile(
@@ -87,6 +103,7 @@ SPANISH = TurnProfile(
     copulas=_words("es son era eran está están estaba soy"),
     subject_pronouns=_words("lo la eso esto ello él ella ellos ellas usted yo"),
     question_words=_words("qué cuándo dónde cuál cuáles quién quiénes cómo cuánto cuánta cuántos"),
+    backchannels=_words("sí si ajá aja ya vale claro bueno ok okay mhm mm hmm eh ah oh exacto perfecto"),
 )
 
 PROFILES: dict[str, TurnProfile] = {p.language: p for p in (ENGLISH, SPANISH)}
@@ -113,6 +130,11 @@ def dangling_word(text: str, profile: TurnProfile) -> str | None:
     if last in profile.question_words and len(words) > 2:
         return last
     return None
+
+
+def is_backchannel(text: str, profile: TurnProfile) -> bool:
+    """True when ``text`` takes no turn: no words at all (a cough, a breath) or only the profile's backchannels."""
+    return all(w.lower().replace("’", "'") in profile.backchannels for w in _WORD.findall(text))
 
 
 def is_dangling(text: str, profile: TurnProfile) -> bool:

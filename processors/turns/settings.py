@@ -52,7 +52,24 @@ class TurnsSettings(ServiceSettings):
         description="judge the end of a turn with Smart Turn v3.2 (the ONNX in pipecat-ai) and the early "
         "transcript; false: the early transcript alone can only extend a turn left hanging",
     )
-    barge_in_ms: int = Field(200, description="voiced audio while the agent speaks that interrupts it")
+    barge_in_pause_ms: int = Field(
+        80,
+        ge=20,
+        description="voiced audio while the agent speaks that pauses its reply (a pause command to the ingress: the "
+        "barge-in reaction); whether it was an interruption is decided after (SWITCHBOARD_INTERRUPT_MS, the words)",
+    )
+    interrupt_ms: int = Field(
+        700,
+        ge=20,
+        description="voiced audio while the agent speaks that interrupts it whatever the words (BARGE_IN, clear); "
+        "shorter speech interrupts only if its transcript holds words that are not backchannels",
+    )
+    resume_after_ms: int = Field(
+        900,
+        ge=100,
+        description="silence after paused caller voice by which, with no transcript of it yet, the pause is taken "
+        "for noise: the reply resumes and that little turn is not answered",
+    )
     preroll_ms: int = Field(300, description="audio kept from before speech onset and sent to STT")
     max_turn_ms: int = Field(30_000, description="a turn longer than this is cut and sent to STT")
     call_idle_timeout_ms: int = Field(

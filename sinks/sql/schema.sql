@@ -101,6 +101,25 @@ ORDER BY (call_id, turn_seq, speaker, seq, kafka_offset)
 TTL toDateTime(ts) + INTERVAL {transcript_retention_days} DAY
 COMMENT 'caller and agent text per turn, redacted';
 
+CREATE TABLE IF NOT EXISTS reply_playback
+(
+    ts              DateTime64(6, 'UTC')        COMMENT 'when the ingress cleared the reply''s playback (PLAYBACK_CLEARED)',
+    call_id         String                      COMMENT 'call identifier',
+    turn_seq        Int32                       COMMENT 'turn of the reply cut off',
+    sentences_heard Nullable(UInt32)            COMMENT 'sentences of the reply (seq 0, 1, ...) played to their end, NULL = the ingress did not say',
+    cut_sentence    Nullable(UInt32)            COMMENT 'seq of the sentence playing when cut, NULL = cut between sentences (or not said)',
+    cut_fraction    Nullable(Float64)           COMMENT 'share of the cut sentence''s audio played, 0 to 1',
+    heard_ms        Nullable(UInt32)            COMMENT 'audio of the reply played before the cut, ms',
+    kafka_partition UInt16                      COMMENT 'source record partition (deduplication key)',
+    kafka_offset    UInt64                      COMMENT 'source record offset (deduplication key)',
+    inserted_at     DateTime64(3, 'UTC') DEFAULT now64(3) COMMENT 'when the sink wrote the row'
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY (call_id, turn_seq, kafka_partition, kafka_offset)
+TTL toDateTime(ts) + INTERVAL {retention_days} DAY
+COMMENT 'how far each agent reply cut off by the caller played (view agent_turns: the text heard)';
+
 CREATE TABLE IF NOT EXISTS engine_usage
 (
     ts                DateTime64(6, 'UTC')      COMMENT 'when the engine was used',
@@ -294,3 +313,61 @@ SELECT
     kafka_offset
 FROM {agent_replies_landing}
 WHERE kind = 'cancel';
+
+-- Per agent reply: the text generated and the text the caller heard. A reply cut off (reply_playback) keeps the
+-- sentences played to their end and the first round(words x cut_fraction) words of the cut one (half up, then a
+-- dash), as the agent trims its own history (processors/agent/heard.py). Without positions (an older ingress): nothing
+-- heard if the reply never started playing, else all of it, flagged. Not cut off: all of it. The text is the
+-- redacted one, so a redaction tag counts as one word.
+CREATE OR REPLACE VIEW agent_turns AS
+SELECT
+    s.call_id                                                                 AS call_id,
+    s.turn_seq                                                                AS turn_seq,
+    min(s.t_ts)                                                               AS ts,
+    any(s.t_engine)                                                           AS engine,
+    any(s.t_intent)                                                           AS intent,
+    toUInt32(count())                                                         AS sentences,
+    arrayStringConcat(arrayMap(x -> x.2, arraySort(groupArray((s.t_seq, s.t_text)))), ' ') AS generated,
+    arrayStringConcat(arrayFilter(w -> w != '', arrayMap(x -> x.2, arraySort(groupArray((s.t_seq, s.part))))), ' ')
+                                                                              AS heard,
+    toBool(max(s.p_cleared))                                                  AS interrupted,
+    any(s.p_heard)                                                            AS sentences_heard,
+    any(s.p_ms)                                                               AS heard_ms
+FROM
+(
+    SELECT
+        t.call_id                                                             AS call_id,
+        t.turn_seq                                                            AS turn_seq,
+        t.ts                                                                  AS t_ts,
+        t.seq                                                                 AS t_seq,
+        t.text                                                                AS t_text,
+        t.engine                                                              AS t_engine,
+        t.intent                                                              AS t_intent,
+        p.cleared                                                             AS p_cleared,
+        p.pos.1                                                               AS p_heard,
+        p.pos.4                                                               AS p_ms,
+        length(splitByWhitespace(t.text))                                     AS n_words,
+        toUInt32(floor(n_words * ifNull(p.pos.3, 0) + 0.5))                   AS n_cut,
+        multiIf(
+            p.cleared = 0, t.text,
+            p.pos.1 IS NULL, if(st.started = 1, t.text, ''),
+            t.seq < assumeNotNull(p.pos.1), t.text,
+            t.seq = assumeNotNull(p.pos.1) AND p.pos.2 IS NOT NULL AND assumeNotNull(p.pos.2) = t.seq AND n_cut > 0,
+                concat(arrayStringConcat(arraySlice(splitByWhitespace(t.text), 1, n_cut), ' '), '—'),
+            '')                                                               AS part
+    FROM (SELECT * FROM transcripts FINAL WHERE speaker = 'agent') AS t
+    LEFT JOIN
+    (
+        SELECT call_id, turn_seq, toUInt8(1) AS cleared,
+               argMax(tuple(sentences_heard, cut_sentence, cut_fraction, heard_ms), ts) AS pos
+        FROM reply_playback FINAL
+        GROUP BY call_id, turn_seq
+    ) AS p ON p.call_id = t.call_id AND p.turn_seq = t.turn_seq
+    LEFT JOIN
+    (
+        SELECT DISTINCT call_id, assumeNotNull(turn_seq) AS turn_seq, toUInt8(1) AS started
+        FROM events FINAL
+        WHERE kind = 'playback_started' AND turn_seq IS NOT NULL
+    ) AS st ON st.call_id = t.call_id AND st.turn_seq = t.turn_seq
+) AS s
+GROUP BY s.call_id, s.turn_seq;

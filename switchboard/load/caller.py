@@ -207,10 +207,11 @@ class LoadCaller:
                     elif new_reply and self._turn_onset is not None and self._answer_wanted_after is None:
                         self._early = True
                 elif event == "mark":
-                    self._marks += 1
-                    self.rec.marks += 1
-                    self._boundary = True
                     name = (msg.get("mark") or {}).get("name", "")
+                    if not name.startswith("s"):  # a reply's end; s{turn}.{sentence} only ends one of its sentences
+                        self._marks += 1
+                        self.rec.marks += 1
+                        self._boundary = True
                     with contextlib.suppress(websockets.ConnectionClosed):  # Twilio echoes a mark once played
                         await self._ws.send(self._text("mark", "mark", {"name": name}))
                 elif event == "clear":

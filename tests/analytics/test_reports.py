@@ -123,7 +123,7 @@ def test_table_rows_counts_each_table_as_stored_and_deduplicated(loaded: Store) 
     columns, rows = StoreReader(loaded).run("table_rows")
     assert columns == ["table_name", "stored_rows", "rows"]
     got = {r[0]: (r[1], r[2]) for r in rows}
-    assert set(got) == {"calls", "turns", "transcripts", "events", "engine_usage", "call_summaries"}
+    assert set(got) == {"calls", "turns", "transcripts", "events", "engine_usage", "call_summaries", "reply_playback"}
     for table, (stored, final) in got.items():
         assert final == loaded.query(f"SELECT count() FROM {table} FINAL")[1][0][0]
         assert stored >= final

@@ -129,7 +129,8 @@ def test_schema_creation_is_idempotent(store: Store) -> None:
     store.ensure_schema()
     _, tables = store.query("SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
     analytics = [name for name, engine in tables if engine == "ReplacingMergeTree"]
-    assert analytics == ["call_summaries", "calls", "engine_usage", "events", "transcripts", "turns"]
+    assert analytics == ["call_summaries", "calls", "engine_usage", "events", "reply_playback", "transcripts", "turns"]
+    assert [name for name, engine in tables if engine == "View"] == ["agent_turns"]
     assert sorted(name for name, engine in tables if engine == "Null") == sorted(map(landing_table, LANDINGS))
     views = [name for name, engine in tables if engine == "MaterializedView"]
     assert sorted(views) == sorted(

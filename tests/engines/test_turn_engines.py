@@ -415,6 +415,7 @@ def test_smart_turn_judges_a_batch_of_calls_as_it_judges_each(smart_turn, piper)
         ("I'd like to", "to"),
         ("My name is", "is"),
         ("Can you tell me what", "what"),
+        ("Could you tell me this?", "this"),  # a cut-off "the", as the recogniser hears it at a pause
         ("so I was thinking,", ","),
         ("and then...", "..."),
         ("I’m", "i'm"),

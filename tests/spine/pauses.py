@@ -35,7 +35,9 @@ class Hesitation:
 
 # Each is left hanging at the pause, by its intonation (Smart Turn) or by the early transcript's
 # last word: the cut-off halves are heard as "I'd like to book in.", "My name is." and "Could you
-# tell me that?" (Smart Turn: 0.56, 0.67, 0.97 complete), the rest are unfinished to Smart Turn.
+# tell me that?" (Smart Turn: 0.56, 0.67, 0.97 complete), the rest are unfinished to Smart Turn. Where the
+# recogniser's window falls depends on the caller's timing: the last was also heard "Could you tell me this?"
+# once in four calls (the onset three frames later), which is why demonstratives count as dangling.
 HESITATIONS = (
     Hesitation("I'd like to book an", "appointment on Friday.", ("book", "friday")),
     Hesitation("Can I come in on", "Tuesday morning?", ("tuesday", "morning")),

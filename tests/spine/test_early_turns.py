@@ -23,7 +23,15 @@ from processors.turns.settings import TurnsSettings
 from processors.turns.smart_turn import SmartTurn
 from switchboard.audio import array_to_pcm16
 from switchboard.bus import Correlation
-from switchboard.records import AudioFrame, SpeechChunk, Transcript, TranscriptKind, TurnEvent, TurnEventKind
+from switchboard.records import (
+    AudioFrame,
+    SpeechChunk,
+    Timings,
+    Transcript,
+    TranscriptKind,
+    TurnEvent,
+    TurnEventKind,
+)
 from switchboard.runner import Incoming
 from switchboard.topics import AUDIO_IN, SPEECH, TRANSCRIPTS
 from tests.spine.pauses import HESITATIONS, RATE, hesitating, phone, spoken
@@ -198,6 +206,25 @@ async def test_the_final_is_decoded_whole_when_the_caller_spoke_after_the_last_p
     assert early.audio_ms == len(pause) * 1000 // RATE  # names its pause by the audio up to it
     assert "friday" not in early.text.lower() and all(w in final.text.lower() for w in h.heard), final.text
     assert final.timings.early_transcript_us is None  # decoded, not reused
+
+
+async def test_a_backchannel_turn_closes_its_stt_stream_without_a_transcript(piper, moonshine):
+    """"Uh-huh" over the agent takes no turn (processors/turns): its final chunk says so, and STT lets the turn go, so
+    nothing reaches the agent and the partition's commit floor moves past the turn."""
+    pcm = array_to_pcm16(phone(spoken(piper, "Uh-huh.")))
+    chunks = [
+        SpeechChunk("CA1", 7, 0, 0, RATE, pcm, False, "en-US", pause=True),
+        SpeechChunk("CA1", 7, 1, 0, RATE, b"", True, "en-US", Timings(end_reason="backchannel"),
+                    silent_since_pause=True),
+    ]
+    stt = Transcriber(moonshine)
+    outs = []
+    for k, chunk in enumerate(chunks):
+        outs += [o.record async for o in stt.handle(Incoming(chunk, Correlation(call_id="CA1"), SPEECH, 0, 40 + k, 0))]
+        if k == 0:
+            assert stt.commit_floor(SPEECH, 0) == 40  # the open turn holds its first chunk's offset
+    assert [r.kind for r in outs if isinstance(r, Transcript)] == [TranscriptKind.EARLY]  # no final for the agent
+    assert stt.commit_floor(SPEECH, 0) is None
 
 
 async def test_with_no_early_transcript_prosody_or_the_fixed_timeout_decides(piper, smart_turn):

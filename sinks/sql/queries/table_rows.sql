@@ -11,5 +11,7 @@ SELECT table_name, stored_rows, rows FROM (
     SELECT 'engine_usage', (SELECT count() FROM engine_usage), (SELECT count() FROM engine_usage FINAL)
     UNION ALL
     SELECT 'call_summaries', (SELECT count() FROM call_summaries), (SELECT count() FROM call_summaries FINAL)
+    UNION ALL
+    SELECT 'reply_playback', (SELECT count() FROM reply_playback), (SELECT count() FROM reply_playback FINAL)
 )
 ORDER BY table_name
