@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -30,17 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from switchboard import codec
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's tests/ holds the caller's speech
+
 from switchboard.audio import BUS_RATE
 from switchboard.broker import EmbeddedBroker, listen_port
-from switchboard.bus import consumer_options, topic_name
 from switchboard.caller import TwilioCaller, Utterance
 from switchboard.records import AgentReply, CallEvent, CallEventKind, PlaybackCommand, ReplyKind
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
 from switchboard.topics import CALLS, PLAYBACK, REPLIES
+from switchboard.watch import CallRecords
+from tests.spine.pauses import cough
 
 SPINE = ("ingress", "turns", "stt", "agent", "tts")
 INTERRUPTIONS = ("Wait, I need to book Saturday instead.", "Sorry, can I cancel my appointment?",
@@ -66,16 +68,6 @@ def stack() -> Iterator[Stack]:
             broker.stop()
 
 
-def cough(ms: int = 150, seed: int = 7) -> np.ndarray:
-    """A burst of low-passed noise with a fast attack and a decay, between 200 ms silences (16 kHz)."""
-    rng = np.random.default_rng(seed)
-    n = 16 * ms
-    noise = np.convolve(rng.standard_normal(n + 15), np.ones(16) / 16, mode="valid")[:n]
-    envelope = np.minimum(1.0, np.arange(n) / 160) * np.exp(-np.arange(n) / 960)
-    burst = (12000 * noise / np.abs(noise).max() * envelope).astype(np.int16)
-    return np.concatenate([np.zeros(3200, np.int16), burst, np.zeros(3200, np.int16)])
-
-
 def onset_s(samples: np.ndarray) -> float:
     """Where the sound starts: the first 10 ms window louder than speech's quietest (mean |x| > 300)."""
     w = BUS_RATE // 100
@@ -84,46 +76,11 @@ def onset_s(samples: np.ndarray) -> float:
     return float(loud[0]) * w / BUS_RATE if len(loud) else 0.0
 
 
-class Watcher:
-    """The call's call events, agent replies and playback commands, from the bus."""
-
-    def __init__(self, settings: ServiceSettings, call_id: str) -> None:
-        self.settings, self.call_id, self.records = settings, call_id, []
-        self.consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings))
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Watcher:
-        await self.consumer.start()
-        topics = (CALLS, REPLIES, PLAYBACK)
-        kinds = {topic_name(self.settings, t): t.record for t in topics}
-        tps = [TopicPartition(topic_name(self.settings, t), p) for t in topics for p in range(t.partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
-
-        async def run() -> None:
-            while True:
-                for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
-                    self.records += [codec.decode(kinds[tp.topic], m.value) for m in msgs
-                                     if m.key == self.call_id.encode()]
-
-        self.task = asyncio.create_task(run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(1.0)
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.consumer.stop()
-
-
 async def one_call(s: Stack, piper: Any, question: np.ndarray, label: str, audio: np.ndarray,
                    into_s: float) -> dict[str, Any]:
     settings = s.settings.model_copy(update={"kafka_bootstrap": s.bootstrap})
     caller = TwilioCaller(f"ws://127.0.0.1:{s.ingress_port}/twilio/media", settings, credentials=s.client_credentials)
-    async with Watcher(settings, caller.call_id) as w:
+    async with CallRecords(settings, caller.call_id, (CALLS, REPLIES, PLAYBACK)) as w:
         await caller.run([Utterance(question, "hours"), Utterance(audio, label, over_reply_s=into_s)], timeout_s=30)
     replies: dict[int, list[str]] = {}
     for r in w.records:

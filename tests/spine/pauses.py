@@ -84,3 +84,14 @@ def spoken(piper, text: str) -> np.ndarray:
     resampler = Resampler(piper.rate, BUS_RATE)
     chunks = [resampler.process(piper._pcm(c.audio_float_array)) for c in piper.voice.synthesize(text, config)]
     return np.concatenate(chunks)
+
+
+def cough(ms: int = 150, seed: int = 7) -> np.ndarray:
+    """A short cough between 200 ms silences (16 kHz): a burst of low-passed noise with a fast attack and a decay."""
+    rng = np.random.default_rng(seed)
+    n = RATE * ms // 1000
+    noise = np.convolve(rng.standard_normal(n + 15), np.ones(16) / 16, mode="valid")[:n]
+    envelope = np.minimum(1.0, np.arange(n) / (RATE // 100)) * np.exp(-np.arange(n) / (RATE * 60 // 1000))
+    burst = (12000 * noise / np.abs(noise).max() * envelope).astype(np.int16)
+    silence = np.zeros(RATE // 5, dtype=np.int16)
+    return np.concatenate([silence, burst, silence])

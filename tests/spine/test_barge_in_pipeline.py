@@ -11,23 +11,19 @@ the real broker; the caller is on the Twilio protocol and speaks Piper's voice. 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from switchboard import codec
-from switchboard.bus import consumer_options, topic_name
 from switchboard.caller import TwilioCaller, Utterance
 from switchboard.records import AgentReply, CallEvent, CallEventKind, ReplyKind, TurnEvent, TurnEventKind
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
 from switchboard.topics import CALLS, REPLIES, TURNS
+from switchboard.watch import CallRecords
 from tests.pipeline import metric, running_stack
-from tests.spine.pauses import spoken
+from tests.spine.pauses import cough, spoken
 
 pytestmark = pytest.mark.slow
 SPINE = ("ingress", "turns", "stt", "agent", "tts")
@@ -49,51 +45,11 @@ def piper():
     return PiperEngine()
 
 
-def cough(ms: int = 150, seed: int = 7) -> np.ndarray:
-    """A short cough: a burst of noise, low-passed and shaped by a fast attack and a decay (16 kHz)."""
-    rng = np.random.default_rng(seed)
-    n = 16 * ms
-    noise = np.convolve(rng.standard_normal(n + 15), np.ones(16) / 16, mode="valid")[:n]
-    envelope = np.minimum(1.0, np.arange(n) / (16 * 10)) * np.exp(-np.arange(n) / (16 * 60))
-    burst = 12000 * noise / np.abs(noise).max() * envelope
-    silence = np.zeros(16 * 200, dtype=np.int16)
-    return np.concatenate([silence, burst.astype(np.int16), silence])
-
-
-class Watcher:
+class Watcher(CallRecords):
     """The call's turn events, agent replies and call events, read from the bus as they are produced."""
 
     def __init__(self, settings: ServiceSettings, call_id: str) -> None:
-        self.settings, self.call_id = settings, call_id
-        self.records: list[Any] = []
-        self.consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings))
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Watcher:
-        await self.consumer.start()
-        topics = (TURNS, REPLIES, CALLS)
-        kinds = {topic_name(self.settings, t): t.record for t in topics}
-        tps = [TopicPartition(topic_name(self.settings, t), p) for t in topics for p in range(t.partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
-
-        async def run() -> None:
-            while True:
-                for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
-                    self.records += [codec.decode(kinds[tp.topic], m.value) for m in msgs
-                                     if m.key == self.call_id.encode()]
-
-        self.task = asyncio.create_task(run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(1.0)
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.consumer.stop()
+        super().__init__(settings, call_id, (TURNS, REPLIES, CALLS))
 
     def events(self, kind: CallEventKind) -> list[CallEvent]:
         return [r for r in self.records if isinstance(r, CallEvent) and r.kind is kind]

@@ -7,22 +7,19 @@ Tuesday morning?"): the sentence must stay one turn, answered once, after its en
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from switchboard import codec
-from switchboard.bus import consumer_options, topic_name
 from switchboard.caller import TwilioCaller, Utterance
 from switchboard.records import AgentReply, ReplyKind, TurnEvent, TurnEventKind
 from switchboard.settings import ServiceSettings
 from switchboard.stack import Stack
 from switchboard.topics import REPLIES, TURNS
+from switchboard.watch import CallRecords
 from tests.pipeline import running_stack
 from tests.spine.pauses import HESITATIONS, RATE, _gap, hesitating, spoken
 
@@ -48,43 +45,19 @@ def piper():
     return PiperEngine()
 
 
-class _Watcher:
+class _Watcher(CallRecords):
     """The call's turn events and agent replies, read from the bus as they are produced."""
 
     def __init__(self, settings: ServiceSettings, call_id: str) -> None:
-        self.settings, self.call_id = settings, call_id
-        self.turns: list[TurnEvent] = []
-        self.replies: list[AgentReply] = []
-        self.consumer = AIOKafkaConsumer(group_id=None, **consumer_options(settings))
-        self.task: asyncio.Task[None] | None = None
+        super().__init__(settings, call_id, (TURNS, REPLIES), linger_s=0.5)
 
-    async def __aenter__(self) -> _Watcher:
-        await self.consumer.start()
-        kinds = {topic_name(self.settings, t): t.record for t in (TURNS, REPLIES)}
-        tps = [TopicPartition(name, p) for name, t in zip(kinds, (TURNS, REPLIES), strict=True)
-               for p in range(t.partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self.consumer.position(tp)
+    @property
+    def turns(self) -> list[TurnEvent]:
+        return self.of(TurnEvent)
 
-        async def run() -> None:
-            while True:
-                for tp, msgs in (await self.consumer.getmany(timeout_ms=100)).items():
-                    for msg in msgs:
-                        if msg.key == self.call_id.encode():
-                            rec: Any = codec.decode(kinds[tp.topic], msg.value)
-                            (self.turns if isinstance(rec, TurnEvent) else self.replies).append(rec)
-
-        self.task = asyncio.create_task(run())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.sleep(0.5)
-        assert self.task is not None
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.consumer.stop()
+    @property
+    def replies(self) -> list[AgentReply]:
+        return self.of(AgentReply)
 
     def ends(self) -> list[TurnEvent]:
         return [e for e in self.turns if e.kind is TurnEventKind.END_OF_TURN and e.turn_seq > 0]
