@@ -23,9 +23,7 @@ import contextlib
 import json
 import re
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,11 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository's tests/ holds the caller's speech
 
 from switchboard.audio import BUS_RATE
-from switchboard.broker import EmbeddedBroker, listen_port
 from switchboard.caller import TwilioCaller, Utterance
 from switchboard.records import AgentReply, CallEvent, CallEventKind, PlaybackCommand, ReplyKind
-from switchboard.settings import ServiceSettings
-from switchboard.stack import Stack
+from switchboard.stack import Stack, scratch_stack
 from switchboard.topics import CALLS, PLAYBACK, REPLIES
 from switchboard.watch import CallRecords
 from tests.spine.pauses import cough
@@ -53,19 +49,8 @@ REACTION = re.compile(r"reaction (\d+) ms")
 
 @contextlib.contextmanager
 def stack() -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="switchboard-barge-in-") as tmp:
-        broker = EmbeddedBroker(log_path=Path(tmp) / "tansu.log").start()
-        settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"bi{uuid.uuid4().hex[:6]}.")
-        s = Stack(settings, ingress_port=listen_port(), run_dir=Path(tmp), only=SPINE,
-                  extra_env={"SWITCHBOARD_FILLER_AFTER_MS": "0"})
-        s._next_metrics_port = listen_port()
-        try:
-            s.start(embedded=False)
-            s.wait_ready()
-            yield s
-        finally:
-            s.stop()
-            broker.stop()
+    with scratch_stack("barge-in", SPINE, {"SWITCHBOARD_FILLER_AFTER_MS": "0"}) as s:
+        yield s
 
 
 def onset_s(samples: np.ndarray) -> float:

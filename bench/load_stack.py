@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from switchboard.broker import EmbeddedBroker, listen_port
 from switchboard.cli import main
-from switchboard.settings import ServiceSettings
-from switchboard.stack import Stack
+from switchboard.stack import Stack, scratch_stack
 
 SPINE = ("ingress", "turns", "stt", "agent", "tts")
 # The silence timers are off: a --silent run measures the bus path, and its callers must stay on the line
@@ -38,20 +34,9 @@ LOAD_TEST_ENV = {
 def load_stack() -> Iterator[tuple[Stack, Path]]:
     """A fresh load-test stack: its own tansu, the spine services on free ports, credentials in a temporary
     directory; stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="switchboard-load-") as tmp:
-        run_dir = Path(tmp)
-        broker = EmbeddedBroker(log_path=run_dir / "tansu.log").start()
-        settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"load{uuid.uuid4().hex[:6]}.")
-        stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=SPINE, extra_env=LOAD_TEST_ENV)
-        stack._next_metrics_port = listen_port()
-        try:
-            stack.start(embedded=False)
-            stack.wait_ready()
-            print(f"load-test stack up on {stack.http_base} (tansu {broker.bootstrap})", flush=True)
-            yield stack, run_dir
-        finally:
-            stack.stop()
-            broker.stop()
+    with scratch_stack("load", SPINE, LOAD_TEST_ENV) as stack:
+        print(f"load-test stack up on {stack.http_base} (tansu {stack.bootstrap})", flush=True)
+        yield stack, stack.run_dir
 
 
 def run(load_args: list[str]) -> int:

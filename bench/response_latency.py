@@ -22,8 +22,6 @@ import asyncio
 import contextlib
 import json
 import statistics
-import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from switchboard.audio import BUS_RATE, read_wav, resample
-from switchboard.broker import EmbeddedBroker, listen_port
 from switchboard.caller import TwilioCaller, Utterance
 from switchboard.demo import SCRIPT
 from switchboard.latency import turn_steps
 from switchboard.records import TurnLatency
-from switchboard.settings import ServiceSettings
-from switchboard.stack import Stack
+from switchboard.stack import Stack, scratch_stack
 
 SPINE = ("ingress", "turns", "stt", "agent", "tts")
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -50,18 +46,8 @@ SPECULATION = {"on": "offline", "off": "off"}  # SWITCHBOARD_SPECULATIVE_REPLY f
 
 @contextlib.contextmanager
 def stack(env: dict[str, str]) -> Iterator[Stack]:
-    with tempfile.TemporaryDirectory(prefix="switchboard-latency-") as tmp:
-        broker = EmbeddedBroker(log_path=Path(tmp) / "tansu.log").start()
-        settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"lat{uuid.uuid4().hex[:6]}.")
-        s = Stack(settings, ingress_port=listen_port(), run_dir=Path(tmp), only=SPINE, extra_env=env)
-        s._next_metrics_port = listen_port()
-        try:
-            s.start(embedded=False)
-            s.wait_ready()
-            yield s
-        finally:
-            s.stop()
-            broker.stop()
+    with scratch_stack("latency", SPINE, env) as s:
+        yield s
 
 
 def calls() -> list[tuple[str, list[Utterance]]]:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import http.client
 import logging
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard.broker import EmbeddedBroker, can_bind, die_with_parent, port_open, reclaim
+from switchboard.broker import EmbeddedBroker, can_bind, die_with_parent, listen_port, port_open, reclaim
 from switchboard.bus import create_topics
 from switchboard.credentials import ClientCredentials, StackCredentials, auth_off
 from switchboard.services import SERVICES, Service
@@ -244,3 +248,34 @@ class Stack:
             self.spawn(w.service, index=w.index, metrics_port=w.metrics_port or None)
             done.append(f"{w.service.name}-{w.index} (exit {w.process.returncode})")
         return done
+
+
+@contextlib.contextmanager
+def local_stack(
+    broker: EmbeddedBroker, run_dir: Path, only: tuple[str, ...] = (), env: dict[str, str] | None = None,
+    prefix: str = "p",
+) -> Iterator[Stack]:
+    """Services on free loopback ports against ``broker``, under fresh topics (``prefix`` + a random suffix), their
+    credentials in ``run_dir``; stopped on exit. What the specs and benchmarks run a call against."""
+    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"{prefix}{uuid.uuid4().hex[:8]}.")
+    stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=only, extra_env=dict(env or {}))
+    stack._next_metrics_port = listen_port()
+    try:
+        stack.start(embedded=False)
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@contextlib.contextmanager
+def scratch_stack(name: str, only: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """``local_stack`` with its own tansu, everything in a temporary directory (``stack.run_dir``) removed on exit:
+    a benchmark's stack, nothing shared with a running one."""
+    with tempfile.TemporaryDirectory(prefix=f"switchboard-{name}-") as tmp:
+        broker = EmbeddedBroker(log_path=Path(tmp) / "tansu.log").start()
+        try:
+            with local_stack(broker, Path(tmp), only, env, prefix=name[:4]) as stack:
+                yield stack
+        finally:
+            broker.stop()

@@ -5,32 +5,23 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import websockets
 
-from switchboard.broker import EmbeddedBroker, listen_port
+from switchboard.broker import EmbeddedBroker
 from switchboard.credentials import ClientCredentials
-from switchboard.settings import ServiceSettings
-from switchboard.stack import Stack
+from switchboard.stack import Stack, local_stack
 from switchboard.twilio_client import open_media_stream
 
 
 @contextmanager
 def running_stack(broker: EmbeddedBroker, tmp_dir, only: tuple[str, ...] = (), **env: str) -> Iterator[Stack]:
     """The stack's credentials are generated in ``tmp_dir``; clients take ``stack.client_credentials``."""
-    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"p{uuid.uuid4().hex[:8]}.")
-    stack = Stack(settings, ingress_port=listen_port(), run_dir=tmp_dir, only=only, extra_env=env)
-    stack._next_metrics_port = listen_port()
-    try:
-        stack.start(embedded=False)
-        stack.wait_ready()
+    with local_stack(broker, tmp_dir, only, env) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def metric(url: str, name: str, creds: ClientCredentials | None = None, **labels: str) -> float:
