@@ -8,12 +8,12 @@ import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
 from ingress.app import create_app
 from ingress.runtime import IngressRuntime
 from ingress.settings import IngressSettings
 from switchboard import logs, tracing
+from switchboard.settings import load_settings
 
 
 class _DrainingServer(uvicorn.Server):
@@ -41,11 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="switchboard ingress", description="Run the ingress: websockets in, agent audio out."
     )
     parser.parse_args(argv)
-    try:
-        settings = IngressSettings()
-    except ValidationError as exc:  # a mistyped setting: say which, without a traceback
-        print(f"switchboard ingress: invalid settings: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(IngressSettings, "switchboard ingress")  # a mistyped setting: exit 2, no traceback
     logs.setup("ingress", settings.log_level)
     tracing.setup("ingress", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     try:

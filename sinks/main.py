@@ -17,6 +17,7 @@ from sinks.store import Store, is_chdb
 from switchboard import logs, tracing
 from switchboard.bus import wait_for_broker
 from switchboard.redact import install_log_redaction
+from switchboard.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ async def run(settings: SinkSettings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = SinkSettings()
+    settings = load_settings(SinkSettings, "switchboard sink")
     if args.dsn:
         settings = settings.model_copy(update={"clickhouse_dsn": args.dsn})
     logs.setup("sink", settings.log_level)

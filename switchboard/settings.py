@@ -4,7 +4,10 @@ variable ``SWITCHBOARD_<NAME>`` (documented in the README)."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import sys
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Partitions of every call-scoped topic unless SWITCHBOARD_PARTITIONS says otherwise. At least
@@ -114,3 +117,21 @@ class ServiceSettings(BaseSettings):
         "go to <url>/v1/traces. Empty: the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) if set, else "
         "tracing is off",
     )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], prog: str) -> S:
+    """A service's settings from its environment; a setting out of range or of the wrong type ends the process with
+    exit code 2 and one line per bad setting, naming its variable, not a traceback."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        lines = [
+            f"  {prefix.upper()}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        ]
+        print(f"{prog}: invalid settings:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -10,6 +10,7 @@ from processors.agent.settings import AgentSettings
 from processors.agent.state import ChangelogStore
 from switchboard import logs, tracing
 from switchboard.runner import serve
+from switchboard.settings import load_settings
 
 
 def create_engine(settings: AgentSettings) -> Agent:
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="switchboard agent", description="The agent: transcripts in, reply sentences out."
     ).parse_args(argv)
-    settings = AgentSettings()
+    settings = load_settings(AgentSettings, "switchboard agent")
     logs.setup("agent", settings.log_level)
     tracing.setup("agent", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     agent = AgentProcessor(create_engine(settings), ChangelogStore(settings), speculate=settings.speculative_reply)

@@ -13,6 +13,7 @@ from processors.stt.settings import SttSettings
 from switchboard import logs, tracing
 from switchboard.redact import Redactor
 from switchboard.runner import serve
+from switchboard.settings import load_settings
 
 logger = logging.getLogger(__name__)
 ENGINES = ("moonshine", "whisper", "azure")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="switchboard stt", description="Speech-to-text: a turn's audio in, its transcript out."
     ).parse_args(argv)
-    settings = SttSettings()
+    settings = load_settings(SttSettings, "switchboard stt")
     logs.setup("stt", settings.log_level)
     tracing.setup("stt", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     try:

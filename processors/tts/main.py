@@ -11,6 +11,7 @@ from processors.tts.logic import Synthesizer
 from processors.tts.settings import TtsSettings
 from switchboard import logs, tracing
 from switchboard.runner import serve
+from switchboard.settings import load_settings
 
 
 def create_engine(settings: TtsSettings) -> TextToSpeech:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="switchboard tts", description="Text-to-speech: reply sentences in, agent audio out."
     ).parse_args(argv)
-    settings = TtsSettings()
+    settings = load_settings(TtsSettings, "switchboard tts")
     logs.setup("tts", settings.log_level)
     tracing.setup("tts", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     hold = Hold(settings.tts_hold_s, settings.tts_hold_max_audio_s)  # speculative audio until confirmed

@@ -50,10 +50,11 @@ class TtsSettings(AzureSpeechSettings):
     tts_hold_s: float = Field(
         10.0,
         gt=0,
+        le=300,
         description="speculative reply: how long a call's synthesised but unconfirmed sentences are held before they "
         "are evicted (a turn is confirmed within a second of its early transcript, or never)",
     )
     tts_hold_max_audio_s: float = Field(
-        60.0, gt=0, description="speculative reply: audio held per call at most (past it a sentence is made when "
+        60.0, gt=0, le=600, description="speculative reply: audio held per call at most (past it a sentence is made when "
         "confirmed)"
     )

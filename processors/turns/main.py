@@ -11,6 +11,7 @@ from processors.turns.logic import TurnDetector
 from processors.turns.settings import TurnsSettings
 from switchboard import logs, tracing
 from switchboard.runner import serve
+from switchboard.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(
         prog="switchboard turns", description="Turn-taking: voice activity, end of turn, barge-in."
     ).parse_args(argv)
-    settings = TurnsSettings()
+    settings = load_settings(TurnsSettings, "switchboard turns")
     logs.setup("turns", settings.log_level)
     tracing.setup("turns", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     smart_turn = None

@@ -55,18 +55,21 @@ class TurnsSettings(ServiceSettings):
     barge_in_pause_ms: int = Field(
         80,
         ge=20,
+        le=2000,
         description="voiced audio while the agent speaks that pauses its reply (a pause command to the ingress: the "
         "barge-in reaction); whether it was an interruption is decided after (SWITCHBOARD_INTERRUPT_MS, the words)",
     )
     interrupt_ms: int = Field(
         700,
         ge=20,
+        le=10_000,
         description="voiced audio while the agent speaks that interrupts it whatever the words (BARGE_IN, clear); "
         "shorter speech interrupts only if its transcript holds words that are not backchannels",
     )
     resume_after_ms: int = Field(
         900,
         ge=100,
+        le=10_000,
         description="silence after paused caller voice by which, with no transcript of it yet, the pause is taken "
         "for noise: the reply resumes and that little turn is not answered",
     )

@@ -29,3 +29,23 @@ def test_a_bad_setting_stops_the_ingress_with_a_clear_message(env, says):
     assert says in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "too-short-key" not in proc.stderr + proc.stdout  # a key is named by its fingerprint only
+
+
+@pytest.mark.parametrize(
+    ("module", "env", "names"),
+    [
+        ("processors.turns.main", {"SWITCHBOARD_INTERRUPT_MS": "99999", "SWITCHBOARD_PAUSE_MS": "abc"},
+         ("SWITCHBOARD_INTERRUPT_MS", "SWITCHBOARD_PAUSE_MS")),
+        ("processors.stt.main", {"SWITCHBOARD_PARTITIONS": "none"}, ("SWITCHBOARD_PARTITIONS",)),
+        ("processors.agent.main", {"SWITCHBOARD_SPECULATIVE_REPLY": "sometimes"}, ("SWITCHBOARD_SPECULATIVE_REPLY",)),
+        ("processors.tts.main", {"SWITCHBOARD_TTS_HOLD_S": "-1"}, ("SWITCHBOARD_TTS_HOLD_S",)),
+        ("processors.enrich.main", {"SWITCHBOARD_PARTITIONS": "none"}, ("SWITCHBOARD_PARTITIONS",)),
+        ("sinks.main", {"SWITCHBOARD_PARTITIONS": "none"}, ("SWITCHBOARD_PARTITIONS",)),
+    ],
+)
+def test_every_service_names_its_bad_settings_and_exits_2_without_a_traceback(module, env, names):
+    proc = subprocess.run([sys.executable, "-m", module], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert "invalid settings" in proc.stderr and all(name in proc.stderr for name in names), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
