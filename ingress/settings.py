@@ -45,11 +45,13 @@ class IngressSettings(ServiceSettings):
     )
     # -- caller voice over a reply (ingress/heard.py; README "Interruptions") --
     barge_in_pause_grace_ms: int = Field(
-        3000, ge=100, le=30_000, description="a reply paused by caller voice plays on by itself from where it stopped if neither "
+        3000, ge=100, le=30_000,
+        description="a reply paused by caller voice plays on by itself from where it stopped if neither "
         "a resume nor a clear comes this long after the pause (a lost command never leaves the caller in silence)"
     )
     barge_in_end_guard_ms: int = Field(
-        500, ge=0, le=5000, description="a reply whose end has arrived and has less than this left to play is not paused by "
+        500, ge=0, le=5000,
+        description="a reply whose end has arrived and has less than this left to play is not paused by "
         "caller voice (a backchannel as the agent finishes); a real interruption still clears it"
     )
     # -- a silent caller (ingress/silence.py; README "Silence and the keypad") --

@@ -55,6 +55,7 @@ class TtsSettings(AzureSpeechSettings):
         "are evicted (a turn is confirmed within a second of its early transcript, or never)",
     )
     tts_hold_max_audio_s: float = Field(
-        60.0, gt=0, le=600, description="speculative reply: audio held per call at most (past it a sentence is made when "
+        60.0, gt=0, le=600,
+        description="speculative reply: audio held per call at most (past it a sentence is made when "
         "confirmed)"
     )
