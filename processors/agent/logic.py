@@ -139,8 +139,7 @@ class AgentProcessor:
             timings = r.timings or Timings()
             if spec is not None:
                 same_turn = spec.turn_seq == r.turn_seq
-                thrown_away(spec, "mismatch" if same_turn and spec.complete else "discarded")
-                yield Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), msg.corr)
+                yield self._discard(state, spec, "mismatch" if same_turn and spec.complete else "discarded", msg.corr)
                 timings = replace(timings, speculation="discarded") if same_turn else timings
             if not r.text.strip():
                 return
@@ -204,8 +203,7 @@ class AgentProcessor:
             if old.turn_seq == r.turn_seq and old.words == normalised(r.text):
                 self.speculations[r.call_id] = old  # paused again on the same words: the reply stands
                 return
-            thrown_away(old, "discarded")
-            yield Out(self._record(state, old.turn_seq, len(old.sentences), ReplyKind.DISCARD, ""), corr)
+            yield self._discard(state, old, "discarded", corr)
         spec = fork(state, r.turn_seq, r.text, engine)
         stop = asyncio.Event()
         self.replying[r.call_id] = (r.turn_seq, stop)  # a hang-up stops it as it stops a reply
@@ -229,10 +227,14 @@ class AgentProcessor:
         if spec.complete:
             self.speculations[r.call_id] = spec
         else:
-            thrown_away(spec, "discarded")
-            yield Out(self._record(state, r.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), corr)
+            yield self._discard(state, spec, "discarded", corr)
         logger.info("speculated", extra={"fields": {"turn": r.turn_seq, "sentences": len(spec.sentences),
                                                      "complete": spec.complete}})
+
+    def _discard(self, state: DialogState, spec: Speculation, outcome: str, corr: Correlation) -> Out:
+        """A speculation that will not be said: counted, and the DISCARD that makes TTS drop what it holds of it."""
+        thrown_away(spec, outcome)
+        return Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), corr)
 
     async def _adopt(self, spec: Speculation, corr: Correlation, timings: Timings) -> AsyncIterator[Out]:
         """The FINAL has the words the speculation answered: its state becomes the call's and its sentences are said
@@ -240,14 +242,9 @@ class AgentProcessor:
         state = spec.state
         self.states[state.call_id] = state
         metrics.SPECULATION.labels("used").inc()
-        started = now_us()
-        for seq, sentence in enumerate(spec.sentences):
-            t = None
-            if seq == 0:
-                first = now_us()
-                metrics.STAGE_LATENCY.labels("agent", spec.engine).observe((first - started) / 1e6)
-                t = replace(timings, agent_started_us=started, agent_first_sentence_us=first, speculation="used")
-            yield Out(self._record(state, spec.turn_seq, seq, ReplyKind.SENTENCE, sentence, t), corr)
+        timings = replace(timings, speculation="used")
+        async for out in self._sentences(state, spec.turn_seq, corr, timings, now_us(), _each(spec.sentences)):
+            yield out
         yield Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.END, ""), corr)
         heard.remember(state, spec.turn_seq, list(spec.sentences))
         state.updated_us = now_us()
@@ -276,8 +273,7 @@ class AgentProcessor:
             "turn": cut.turn, "heard": cut.heard_sentences, "cut": cut.cut, "unplayed": cut.unplayed}})
         outs: list[Out] = []
         if (spec := self.speculations.pop(r.call_id, None)) is not None:
-            thrown_away(spec, "discarded")  # made from the history before the trim: from words never heard
-            outs.append(Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), corr))
+            outs.append(self._discard(state, spec, "discarded", corr))  # made from words the caller never heard
         state.updated_us = now_us()
         outs.append(Out(replace(state, slots=dict(state.slots)), corr))
         return outs
@@ -441,3 +437,8 @@ def per_call_choices(attributes: dict[str, str]) -> dict[str, str]:
     if attributes.get("voice"):
         out["voice"] = attributes["voice"].strip()
     return out
+
+
+async def _each(items: list[str]) -> AsyncIterator[str]:
+    for item in items:
+        yield item
