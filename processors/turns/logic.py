@@ -37,8 +37,9 @@ Caller voice over the agent's reply (frames carrying ``agent_turn_seq``) is judg
 a real interruption (BARGE_IN, ``clear``) at ``interrupt_ms`` of voice or when the turn's early transcript holds
 words that are not the profile's backchannels; a transcript of only backchannels (or of no words: a cough), or no
 transcript ``resume_after_ms`` into the silence, sends ``resume`` and counts a false interruption, and that little
-turn ends with reason ``backchannel`` and no final chunk, so STT never transcribes it as a turn and the agent never
-answers it. Voice starting within the profile's ``reply_start_guard_ms`` of the reply's first frame is not paused.
+turn ends with reason ``backchannel``, which its final chunk carries: STT closes the turn's stream without a
+transcript, so the agent never answers it. Voice starting within the profile's ``reply_start_guard_ms`` of the
+reply's first frame is not paused.
 
 Silence is counted in the caller's frames, not the wall clock, so a replay of the same frames
 and transcripts decides the same; a verdict that arrives after its silence has already passed
@@ -165,7 +166,7 @@ class _Call:
     guarded: bool = False  # began near the reply's start: no pause, only a real interruption stops it
     held: int | None = None  # the reply this turn paused (a pause command went out), until resumed or cleared
     resumed: bool = False  # the pause was judged no interruption and resume went out
-    backchannel: bool = False  # this turn takes no turn: its end is marked so, and STT gets no final (not answered)
+    backchannel: bool = False  # this turn takes no turn: its end reason says so, and STT makes no transcript of it
 
 
 class TurnDetector:
