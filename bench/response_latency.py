@@ -82,6 +82,11 @@ async def measure(stacks: dict[str, Stack], rounds: int) -> dict[str, list[TurnL
                 latencies[mode] += turns
                 shown = ", ".join(f"{lat.response_ms:.0f}" for lat in turns if lat.response_ms is not None)
                 print(f"round {r + 1} {label} (speculation {mode}): response ms {shown or '-'}", flush=True)
+                for lat in turns:  # why each turn ended when it did: the lever for the silence waited
+                    heard = result.transcripts.get(lat.turn_seq, "")
+                    print(f"    turn {lat.turn_seq}: {lat.timings.end_reason or '-'}, silence "
+                          f"{lat.turn_detection_ms or 0:.0f} ms, early {lat.early_ms or 0:.0f} ms: {heard!r}",
+                          flush=True)
     return latencies
 
 

@@ -26,9 +26,10 @@ The end of a turn is decided by meaning (``profiles.py`` has the policy and the 
 2. Once Smart Turn's probability and that pause's early transcript are both known, ``judge``
    gives a verdict: complete → the turn ends when the silence reaches ``complete_end_ms``
    (~250 ms; at once if it already has, which is the usual case: the transcript comes back
-   ~150-300 ms into the silence); unfinished (prosody, or a dangling last word) → it ends only at
-   ``incomplete_end_ms`` (~1.1 s). Smart Turn alone can say "unfinished", never "finished": a
-   phrase cut off with falling intonation sounds finished to it.
+   ~150-300 ms into the silence); unfinished (a dangling last word, or unfinished prosody before the
+   transcript came) → it ends only at ``incomplete_end_ms`` (~1.1 s); whole words in an unfinished
+   voice, or a trailing comma → ``uncertain_end_ms`` (700 ms). Smart Turn alone can say
+   "unfinished", never "finished": a phrase cut off with falling intonation sounds finished to it.
 3. With no verdict (no early transcript yet, Smart Turn off or failed) the turn ends after
    ``end_of_turn_ms`` (700 ms), as before. Voiced audio at any point voids the pause's judgement.
 
@@ -62,6 +63,7 @@ import numpy as np
 
 from processors.turns.profiles import (
     ENGLISH,
+    SOFT_MARKS,
     TurnProfile,
     Verdict,
     dangling_word,
@@ -116,6 +118,7 @@ class _Pause:
     probability: float | None = None
     transcript: str | None = None  # the early transcript of exactly this pause
     verdict: Verdict | None = None
+    verdict_heard: bool = False  # the verdict weighed the transcript; one on prosody alone is judged again with it
     decided_us: int | None = None
 
 
@@ -296,24 +299,31 @@ class TurnDetector:
         c.pause = p
 
     def _settle(self, c: _Call, p: _Pause) -> None:
-        """Give the pause its verdict once what it needs is known; called as frames and transcripts arrive."""
-        if p.verdict is not None:
+        """Give the pause its verdict once what it needs is known; called as frames and transcripts arrive.
+
+        Unfinished prosody decides alone at once (the turn waits the longest silence), and is judged again when the
+        words come: whole words shorten the wait to the profile's ``uncertain_end_ms``, hanging ones keep it."""
+        if p.verdict is not None and (p.verdict_heard or p.transcript is None):
             return
         if p.probability is None and p.smart is not None and p.smart.done():
             p.probability, p.smart = _probability(p.smart), None
         profile = c.profile
+        verdict: Verdict | None = None
         if p.probability is not None:
             # Smart Turn may rule the turn unfinished alone; "finished" needs the transcript's word too
             if p.transcript is not None or p.probability < profile.smart_turn_threshold:
-                p.verdict = judge(p.probability, p.transcript, profile)
+                verdict = judge(p.probability, p.transcript, profile)
         elif p.smart is None and p.transcript is not None:
             # no prosody (Smart Turn off or failed): the transcript alone can still show a sentence left hanging
             word = dangling_word(p.transcript, profile)
             if word is not None:
-                p.verdict = Verdict(False, profile.incomplete_end_ms, f"dangling:{word}")
-        if p.verdict is not None:
-            p.decided_us = now_us()
-            metrics.END_DECISION.observe(max(0, p.decided_us - p.detected_us) / 1e6)
+                wait = profile.uncertain_end_ms if word in SOFT_MARKS else profile.incomplete_end_ms
+                verdict = Verdict(False, wait, f"dangling:{word}")
+        if verdict is not None:
+            p.verdict, p.verdict_heard = verdict, p.transcript is not None
+            if p.decided_us is None:  # the decision's latency is the first verdict's
+                p.decided_us = now_us()
+                metrics.END_DECISION.observe(max(0, p.decided_us - p.detected_us) / 1e6)
 
     def _threshold(self, c: _Call) -> tuple[int, str]:
         """The silence (ms) that ends the open turn now, and why."""

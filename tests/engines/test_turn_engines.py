@@ -19,7 +19,15 @@ from pydantic import ValidationError
 from processors.turns import vad
 from processors.turns.features import N_SAMPLES, smart_turn_features
 from processors.turns.logic import TurnDetector
-from processors.turns.profiles import ENGLISH, SPANISH, dangling_word, is_dangling, judge, profile_for
+from processors.turns.profiles import (
+    ENGLISH,
+    SPANISH,
+    Verdict,
+    dangling_word,
+    is_dangling,
+    judge,
+    profile_for,
+)
 from processors.turns.settings import TurnsSettings
 from processors.turns.smart_turn import SmartTurn, bundled_model_path
 from processors.turns.vad import SileroModel, SileroVad, WebRtcVad
@@ -452,3 +460,20 @@ def test_every_profile_ends_a_complete_turn_sooner_than_an_incomplete_one():
         assert 200 <= profile.pause_ms <= 250 <= profile.complete_end_ms < profile.incomplete_end_ms
         assert judge(0.9, None, profile).complete  # no transcript yet: prosody alone decides
         assert judge(0.1, "Yes, it is.", profile).reason == "prosody"
+
+
+def test_words_and_voice_that_disagree_wait_the_middle_silence():
+    p = ENGLISH
+    # the voice sounds unfinished, the words are a whole sentence: neither answers at once nor holds the caller 1.1 s
+    assert judge(0.1, "Yes, it is.", p) == Verdict(False, p.uncertain_end_ms, "prosody")
+    # the voice alone, before the words come: the longest silence (the words, once known, are judged again)
+    assert judge(0.1, None, p) == Verdict(False, p.incomplete_end_ms, "prosody")
+    # a trailing comma is the recogniser's guess that the voice went on: the middle silence, even if prosody agrees
+    assert judge(0.96, "He was not an ill-disposed young man,", p) == Verdict(False, p.uncertain_end_ms, "dangling:,")
+    # a dangling word beats everything, a soft mark after it included
+    assert judge(0.96, "I'd like to book an", p) == Verdict(False, p.incomplete_end_ms, "dangling:an")
+    assert judge(0.1, "So, um,", p) == Verdict(False, p.incomplete_end_ms, "dangling:um")
+    assert judge(0.96, "and then...", p) == Verdict(False, p.incomplete_end_ms, "dangling:...")
+    assert judge(0.96, "Yes, it is.", p) == Verdict(True, p.complete_end_ms, "complete")
+    for profile in (ENGLISH, SPANISH):
+        assert profile.complete_end_ms < profile.uncertain_end_ms < profile.incomplete_end_ms

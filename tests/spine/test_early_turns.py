@@ -21,7 +21,7 @@ from processors.turns.logic import TurnDetector
 from processors.turns.profiles import ENGLISH
 from processors.turns.settings import TurnsSettings
 from processors.turns.smart_turn import SmartTurn
-from switchboard.audio import array_to_pcm16
+from switchboard.audio import array_to_pcm16, read_wav, resample
 from switchboard.bus import Correlation
 from switchboard.records import (
     AudioFrame,
@@ -34,6 +34,7 @@ from switchboard.records import (
 )
 from switchboard.runner import Incoming
 from switchboard.topics import AUDIO_IN, SPEECH, TRANSCRIPTS
+from tests.conftest import SHARED_AUDIO
 from tests.spine.pauses import HESITATIONS, RATE, hesitating, phone, spoken
 
 FRAME = RATE // 50  # 20 ms
@@ -173,6 +174,23 @@ async def test_an_early_transcript_left_hanging_keeps_listening_until_incomplete
     trace = await _converse(_detector(smart_turn), _call(spoken(piper, "My name is")), Transcriber(moonshine))
     [(_, end)] = trace.ends()
     assert end.end_reason == "dangling:is", trace.early
+    assert trace.silence_waited_ms() == [_at(ENGLISH.incomplete_end_ms)]
+
+
+async def test_whole_words_in_an_unfinished_voice_end_the_turn_at_uncertain_end_ms(smart_turn, moonshine):
+    # A real reader stops at "...young man," with the pitch of a sentence going on (Smart Turn < 0.2): the voice says
+    # unfinished, and until the words come that holds the turn for the longest silence; the words make a whole
+    # sentence, so once they come the turn ends at the profile's middle silence, neither 250 ms nor 1.1 s.
+    speech, rate = read_wav(SHARED_AUDIO / "librivox-0880.wav")
+    audio = _call(resample(speech, rate, RATE))
+    trace = await _converse(_detector(smart_turn), audio, Transcriber(moonshine))
+    [(_, end)] = trace.ends()
+    assert end.end_reason == "prosody", trace.early
+    assert trace.silence_waited_ms() == [_at(ENGLISH.uncertain_end_ms)]
+    assert ENGLISH.complete_end_ms < ENGLISH.uncertain_end_ms < ENGLISH.incomplete_end_ms
+    # with no transcript at all, the same voice alone holds the turn for the longest silence
+    trace = await _converse(_detector(smart_turn), audio)
+    assert [e.end_reason for _, e in trace.ends()] == ["prosody"]
     assert trace.silence_waited_ms() == [_at(ENGLISH.incomplete_end_ms)]
 
 
