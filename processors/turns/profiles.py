@@ -36,6 +36,9 @@ _TRAILING = re.compile(r"(,|;|:|-|–|—|\.\.\.|…)\s*$")
 # also makes at the end of a whole sentence said with a level pitch ("He was not an ill-disposed young man,")
 SOFT_MARKS = frozenset(",;:")
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+# For the last word of a sentence a hyphenated compound is one word: "good-by" (Moonshine's "goodbye") does not end
+# in the preposition "by", nor "walk-in" in "in". Backchannels split at hyphens instead ("uh-huh" → uh, huh).
+_COMPOUND = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,7 @@ def dangling_word(text: str, profile: TurnProfile) -> str | None:
     mark = trailing.group(1) if trailing else None
     if mark is not None and mark not in SOFT_MARKS:
         return mark
-    words = [w.lower().replace("’", "'") for w in _WORD.findall(text)]
+    words = [w.lower().replace("’", "'") for w in _COMPOUND.findall(text)]
     if not words:
         return mark  # nothing heard: no evidence either way
     last = words[-1]

@@ -475,5 +475,9 @@ def test_words_and_voice_that_disagree_wait_the_middle_silence():
     assert judge(0.1, "So, um,", p) == Verdict(False, p.incomplete_end_ms, "dangling:um")
     assert judge(0.96, "and then...", p) == Verdict(False, p.incomplete_end_ms, "dangling:...")
     assert judge(0.96, "Yes, it is.", p) == Verdict(True, p.complete_end_ms, "complete")
+    # a hyphenated last word is one word: Moonshine writes "goodbye" as "good-by", which does not end in "by"
+    assert judge(0.96, "No, thanks. that's all good-by.", p) == Verdict(True, p.complete_end_ms, "complete")
+    assert judge(0.96, "Can I get a check-in", p).reason == "complete"
+    assert judge(0.96, "I'd like to-", p) == Verdict(False, p.incomplete_end_ms, "dangling:-")
     for profile in (ENGLISH, SPANISH):
         assert profile.complete_end_ms < profile.uncertain_end_ms < profile.incomplete_end_ms
