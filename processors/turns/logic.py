@@ -56,27 +56,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from processors.turns.profiles import (
-    ENGLISH,
-    SOFT_MARKS,
-    TurnProfile,
-    Verdict,
-    dangling_word,
-    is_backchannel,
-    judge,
-    profile_for,
-)
+from processors.turns.pause import Pause
+from processors.turns.profiles import is_backchannel, profile_for
 from processors.turns.settings import TurnsSettings
+from processors.turns.state import SMART_TURN_BYTES, SMART_TURN_RATE, CallState, Frame
 from processors.turns.vad import VoiceActivity
 from switchboard import metrics
 from switchboard.audio import pcm16_to_array
 from switchboard.bus import Correlation
-from switchboard.inference import run_inference
 from switchboard.records import (
     AudioFrame,
     CallEvent,
@@ -98,78 +90,12 @@ logger = logging.getLogger(__name__)
 
 
 FRAME_MS = 20  # the unit of every decision: a record of 40-100 ms is stepped through 20 ms at a time
-SMART_TURN_RATE = 16_000
-SMART_TURN_BYTES = SMART_TURN_RATE * 8 * 2  # Smart Turn hears the last 8 s of the turn (PCM16)
 
 
 class EndOfTurnModel(Protocol):
     """Smart Turn (``processors.turns.smart_turn.SmartTurn``): P(turn complete) from 16 kHz audio, blocking."""
 
     def probability(self, samples_16k: np.ndarray) -> float: ...
-
-
-@dataclass(slots=True)
-class _Pause:
-    """The judgement of one pause of the open turn, named by the turn's audio sent to STT up to it."""
-
-    audio_ms: int
-    detected_us: int
-    smart: asyncio.Future[float] | None = None  # Smart Turn on the inference pool
-    probability: float | None = None
-    transcript: str | None = None  # the early transcript of exactly this pause
-    verdict: Verdict | None = None
-    verdict_heard: bool = False  # the verdict weighed the transcript; one on prosody alone is judged again with it
-    decided_us: int | None = None
-
-
-@dataclass(slots=True)
-class _Frame:
-    """One 20 ms frame of a call's stream: its number in the call, capture time and the record holding it."""
-
-    pcm: bytes
-    seq: int
-    ts_us: int
-    offset: int
-
-
-@dataclass(slots=True)
-class _Call:
-    vad: VoiceActivity
-    partition: int
-    call_id: str
-    preroll: deque[_Frame]  # bounded: max(preroll_ms, speech_start_ms) of frames before onset
-    language: str = "en-US"
-    started: CallEvent | None = None
-    turn_seq: int = 0
-    in_speech: bool = False
-    onset_run: int = 0  # consecutive voiced frames before onset
-    voiced_ms: int = 0  # in the current turn
-    silence_ms: int = 0
-    turn_ms: int = 0
-    speech_start_us: int = 0
-    last_voiced_us: int = 0
-    last_frame_us: int = 0
-    chunk_seq: int = 0
-    barged: bool = False
-    floor: int = 0  # first audio.in offset this call still needs
-    pending: bytearray = field(default_factory=bytearray)  # the turn's audio not yet sent as a chunk
-    carry: _Frame | None = None  # a partial frame left by a record that was not a whole number of frames
-    profile: TurnProfile = ENGLISH
-    rate: int = SMART_TURN_RATE
-    sent_bytes: int = 0  # the turn's audio sent to STT so far: names a pause (its early transcript's audio_ms)
-    window: bytearray = field(default_factory=bytearray)  # the turn's audio, the last 8-16 s (Smart Turn's input)
-    pause: _Pause | None = None  # the current pause's judgement; None in speech
-    last_offset: int = 0  # audio.in offset of the last record handled
-    # the false-interruption guard (README "Interruptions"): the reply the caller hears now, from which frame on
-    agent_now: int | None = None  # the newest frame's agent_turn_seq: the reply playing (or held) at the ingress
-    reply_turn: int | None = None
-    reply_partition: int = 0  # where this call's playback commands go (the caller's ingress node reads it)
-    reply_first_seq: int = 0
-    over: int | None = None  # the reply this caller turn was spoken over; None: the agent was silent
-    guarded: bool = False  # began near the reply's start: no pause, only a real interruption stops it
-    held: int | None = None  # the reply this turn paused (a pause command went out), until resumed or cleared
-    resumed: bool = False  # the pause was judged no interruption and resume went out
-    backchannel: bool = False  # this turn takes no turn: its end reason says so, and STT makes no transcript of it
 
 
 class TurnDetector:
@@ -185,7 +111,7 @@ class TurnDetector:
         self.s = settings
         self.vad_factory = vad_factory
         self.smart_turn = smart_turn  # None: no prosody; the early transcript can only extend a hanging turn
-        self.calls: dict[str, _Call] = {}
+        self.calls: dict[str, CallState] = {}
         self._last_sweep_us = 0
         # per partition: newest frame timestamp handled, and when (monotonic s); see _sweep
         self._clock: dict[int, tuple[int, float]] = {}
@@ -206,10 +132,10 @@ class TurnDetector:
         floors = [c.floor for c in self.calls.values() if c.partition == partition]
         return min(floors) if floors else None
 
-    def _call(self, call_id: str, partition: int) -> _Call:
+    def _call(self, call_id: str, partition: int) -> CallState:
         if call_id not in self.calls:
             keep = max(self.s.preroll_ms, self.s.speech_start_ms) // FRAME_MS
-            self.calls[call_id] = _Call(
+            self.calls[call_id] = CallState(
                 vad=self.vad_factory(), partition=partition, call_id=call_id, preroll=deque(maxlen=max(1, keep))
             )
         return self.calls[call_id]
@@ -276,7 +202,7 @@ class TurnDetector:
                     )
         return outs
 
-    def _flush(self, c: _Call, call_id: str, corr: Correlation, pause: bool = False) -> Out:
+    def _flush(self, c: CallState, call_id: str, corr: Correlation, pause: bool = False) -> Out:
         """The turn's audio gathered so far as one chunk (several frames; the pre-roll with the onset)."""
         chunk = SpeechChunk(
             call_id, c.turn_seq, c.chunk_seq, now_us(), c.rate, bytes(c.pending), False, c.language, pause=pause
@@ -286,49 +212,19 @@ class TurnDetector:
         c.pending.clear()
         return Out(chunk, corr)
 
-    def _pause_ms(self, c: _Call) -> int:
+    def _pause_ms(self, c: CallState) -> int:
         return max(self.s.pause_ms, c.profile.pause_ms)
 
-    def _start_pause(self, c: _Call) -> None:
+    def _start_pause(self, c: CallState) -> None:
         """The turn reached a pause: judge its audio so far (Smart Turn now, the early transcript when STT has it)."""
-        p = _Pause(audio_ms=c.sent_bytes * 1000 // (2 * c.rate), detected_us=now_us())
+        c.pause = Pause(audio_ms=c.sent_bytes * 1000 // (2 * c.rate), detected_us=now_us())
         if self.smart_turn is not None and c.rate == SMART_TURN_RATE:
-            samples = np.frombuffer(bytes(c.window[-SMART_TURN_BYTES:]), dtype=np.int16)
-            p.smart = asyncio.ensure_future(run_inference(self.smart_turn.probability, samples))
-            p.smart.add_done_callback(_retrieve)
-        c.pause = p
+            c.pause.hear(self.smart_turn.probability, np.frombuffer(bytes(c.window[-SMART_TURN_BYTES:]), np.int16))
 
-    def _settle(self, c: _Call, p: _Pause) -> None:
-        """Give the pause its verdict once what it needs is known; called as frames and transcripts arrive.
-
-        Unfinished prosody decides alone at once (the turn waits the longest silence), and is judged again when the
-        words come: whole words shorten the wait to the profile's ``uncertain_end_ms``, hanging ones keep it."""
-        if p.verdict is not None and (p.verdict_heard or p.transcript is None):
-            return
-        if p.probability is None and p.smart is not None and p.smart.done():
-            p.probability, p.smart = _probability(p.smart), None
-        profile = c.profile
-        verdict: Verdict | None = None
-        if p.probability is not None:
-            # Smart Turn may rule the turn unfinished alone; "finished" needs the transcript's word too
-            if p.transcript is not None or p.probability < profile.smart_turn_threshold:
-                verdict = judge(p.probability, p.transcript, profile)
-        elif p.smart is None and p.transcript is not None:
-            # no prosody (Smart Turn off or failed): the transcript alone can still show a sentence left hanging
-            word = dangling_word(p.transcript, profile)
-            if word is not None:
-                wait = profile.uncertain_end_ms if word in SOFT_MARKS else profile.incomplete_end_ms
-                verdict = Verdict(False, wait, f"dangling:{word}")
-        if verdict is not None:
-            p.verdict, p.verdict_heard = verdict, p.transcript is not None
-            if p.decided_us is None:  # the decision's latency is the first verdict's
-                p.decided_us = now_us()
-                metrics.END_DECISION.observe(max(0, p.decided_us - p.detected_us) / 1e6)
-
-    def _threshold(self, c: _Call) -> tuple[int, str]:
+    def _threshold(self, c: CallState) -> tuple[int, str]:
         """The silence (ms) that ends the open turn now, and why."""
         if c.pause is not None:
-            self._settle(c, c.pause)
+            c.pause.settle(c.profile)
             if c.pause.verdict is not None:
                 return c.pause.verdict.end_after_ms, c.pause.verdict.reason
         return self.s.end_of_turn_ms, "timeout"
@@ -363,7 +259,7 @@ class TurnDetector:
         # costs at most one audio record (SWITCHBOARD_AUDIO_RECORD_MS) when the silence is already long enough.
         return decided
 
-    def _frames(self, c: _Call, record: AudioFrame, offset: int, n: int) -> list[_Frame]:
+    def _frames(self, c: CallState, record: AudioFrame, offset: int, n: int) -> list[Frame]:
         """The record cut into 20 ms frames; frame k is the call's frame ``seq + k``, captured 20 ms after frame k-1.
 
         A record is normally a whole number of frames; if not, the tail is carried over to the
@@ -376,15 +272,15 @@ class TurnDetector:
             c.carry = None
         us = FRAME_MS * 1000
         frames = [
-            _Frame(pcm[k * step : (k + 1) * step], seq + k, ts + k * us, first_offset if k == 0 else offset)
+            Frame(pcm[k * step : (k + 1) * step], seq + k, ts + k * us, first_offset if k == 0 else offset)
             for k in range(n)
         ]
         if len(pcm) > n * step:
-            c.carry = _Frame(pcm[n * step :], seq + n, ts + n * FRAME_MS * 1000, first_offset if n == 0 else offset)
+            c.carry = Frame(pcm[n * step :], seq + n, ts + n * FRAME_MS * 1000, first_offset if n == 0 else offset)
         return frames
 
     def _record(
-        self, c: _Call, record: AudioFrame, decisions: list[bool], offset: int, in_corr: Correlation
+        self, c: CallState, record: AudioFrame, decisions: list[bool], offset: int, in_corr: Correlation
     ) -> list[Out]:
         """Step through the record's 20 ms frames, one VAD decision each."""
         c.last_frame_us = record.ts_us
@@ -400,7 +296,7 @@ class TurnDetector:
             if len(record.pcm) == step * len(decisions):
                 for k in range(len(decisions)):
                     ts = record.ts_us + k * FRAME_MS * 1000
-                    c.preroll.append(_Frame(record.pcm[k * step : (k + 1) * step], record.seq + k, ts, offset))
+                    c.preroll.append(Frame(record.pcm[k * step : (k + 1) * step], record.seq + k, ts, offset))
                 if c.preroll:
                     c.floor = c.preroll[0].offset
                 return outs
@@ -473,7 +369,7 @@ class TurnDetector:
             c.floor = min(c.floor, c.carry.offset)
         return outs
 
-    def _over_reply(self, c: _Call, frame: AudioFrame, corr: Correlation) -> list[Out]:
+    def _over_reply(self, c: CallState, frame: AudioFrame, corr: Correlation) -> list[Out]:
         """One frame of the caller's turn while a reply plays: hold it once the voice is likely speech, cut it once the
         voice is long enough to be an interruption whatever its words."""
         if c.over is None:  # the reply started during the caller's turn (they were still talking): as at its start
@@ -489,7 +385,7 @@ class TurnDetector:
             outs.extend(self._resume(c, frame.call_id, "no_transcript", corr))
         return outs
 
-    def _judge_words(self, c: _Call, text: str, corr: Correlation) -> list[Out]:
+    def _judge_words(self, c: CallState, text: str, corr: Correlation) -> list[Out]:
         """The early transcript of a turn spoken over a reply: words that are not backchannels interrupt it; only
         backchannels (or none: a cough) resume it, and the turn will not be answered."""
         if c.over is None or c.barged or c.agent_now is None:
@@ -504,7 +400,7 @@ class TurnDetector:
             return []  # never paused (near the reply's start, or too short): nothing to resume
         return self._resume(c, c.call_id, "backchannel" if text.strip(" .,!?") else "no_words", corr)
 
-    def _resume(self, c: _Call, call_id: str, reason: str, corr: Correlation) -> list[Out]:
+    def _resume(self, c: CallState, call_id: str, reason: str, corr: Correlation) -> list[Out]:
         c.resumed = True
         c.backchannel = c.backchannel or (reason == "no_transcript" and c.agent_now is not None)
         if reason:
@@ -512,13 +408,13 @@ class TurnDetector:
         logger.info("reply resumed", extra={"fields": {"turn": c.turn_seq, "reply": c.held, "reason": reason}})
         return [self._command(c, call_id, PlaybackKind.RESUME, corr)]
 
-    def _command(self, c: _Call, call_id: str, kind: PlaybackKind, corr: Correlation) -> Out:
+    def _command(self, c: CallState, call_id: str, kind: PlaybackKind, corr: Correlation) -> Out:
         """A playback command to the call's reply partition; every reply to an earlier caller turn is meant: the one
         playing and any queued behind it."""
         cmd = PlaybackCommand(call_id, kind, c.turn_seq - 1, now_us(), c.speech_start_us)
         return Out(cmd, corr, partition=c.reply_partition)
 
-    def _barge_in(self, c: _Call, call_id: str, corr: Correlation) -> list[Out]:
+    def _barge_in(self, c: CallState, call_id: str, corr: Correlation) -> list[Out]:
         c.barged, c.backchannel = True, False
         metrics.BARGE_INS.inc()
         logger.info("barge-in", extra={"fields": {"cancelled_turn": c.over}})
@@ -537,7 +433,7 @@ class TurnDetector:
             self._command(c, call_id, PlaybackKind.CLEAR, corr),
         ]
 
-    def _end_of_turn(self, c: _Call, call_id: str, corr: Correlation, reason: str) -> list[Out]:
+    def _end_of_turn(self, c: CallState, call_id: str, corr: Correlation, reason: str) -> list[Out]:
         c.in_speech, c.onset_run = False, 0
         if c.backchannel and not c.barged:
             # "uh-huh" over the agent takes no turn: its final chunk carries this reason, so STT closes the turn's
@@ -589,26 +485,8 @@ class TurnDetector:
         ]
 
 
-def _drop_pause(c: _Call) -> None:
+def _drop_pause(c: CallState) -> None:
     """Forget the current pause's judgement; a Smart Turn still queued for the pool is never run."""
-    if c.pause is not None and c.pause.smart is not None and not c.pause.smart.done():
-        c.pause.smart.cancel()
+    if c.pause is not None:
+        c.pause.drop()
     c.pause = None
-
-
-def _retrieve(task: asyncio.Future[float]) -> None:
-    """Mark a failed Smart Turn's exception as seen (it is reported where the result is read, if it is)."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _probability(task: asyncio.Future[float]) -> float | None:
-    """Smart Turn's result; a failure is counted and the turn falls back to the transcript and the timeout."""
-    if task.cancelled():
-        return None
-    exc = task.exception()
-    if exc is not None:
-        metrics.ENGINE_ERRORS.labels("turns", "smart-turn").inc()
-        logger.warning("smart turn failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:200]}})
-        return None
-    return task.result()
