@@ -12,8 +12,8 @@ separates the produce path from the fetch path. ``--retention-ms`` creates the t
     .venv/bin/python bench/broker_fetch_cost.py --retention-ms 5000  # does retention trim the log?
 
 Measured on this 2-core box (README, "Where the broker's CPU goes"): with a consumer the cost per record
-grows linearly with the log (0.9 ms at ~800 records, 7 ms at ~8,500); produce alone stays flat at
-~0.65 ms; retention.ms is not honoured and DeleteRecords closes the connection.
+grows linearly with the log (0.69 ms at ~800 records, 4.15 ms at ~7,400; 7 ms at ~8,500 in another run);
+produce alone stays flat at ~0.35 ms; retention.ms is not honoured and DeleteRecords closes the connection.
 """
 
 from __future__ import annotations
