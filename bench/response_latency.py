@@ -23,7 +23,6 @@ import contextlib
 import json
 import statistics
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +41,6 @@ CLIPS = Path(__file__).resolve().parents[2] / "shared" / "audio"
 FIXED_SILENCE = {"SWITCHBOARD_PAUSE_MS": "600000", "SWITCHBOARD_SMART_TURN": "false"}
 STEPS = ("response", "processing", "silence", "early", "decision", "stt", "agent", "tts", "bus")
 SPECULATION = {"on": "offline", "off": "off"}  # SWITCHBOARD_SPECULATIVE_REPLY for --speculation (offline policy)
-
-
-@contextlib.contextmanager
-def stack(env: dict[str, str]) -> Iterator[Stack]:
-    with scratch_stack("latency", SPINE, env) as s:
-        yield s
 
 
 def calls() -> list[tuple[str, list[Utterance]]]:
@@ -123,7 +116,7 @@ def main() -> int:
         stacks: dict[str, Stack] = {}
         for mode in ("off", "on") if args.speculation == "both" else (args.speculation,):
             env = {**(FIXED_SILENCE if args.fixed_silence else {}), "SWITCHBOARD_SPECULATIVE_REPLY": SPECULATION[mode]}
-            s = stacks[mode] = started.enter_context(stack(env))
+            s = stacks[mode] = started.enter_context(scratch_stack("latency", SPINE, env))
             how = "fixed silence" if args.fixed_silence else "early + Smart Turn"
             print(f"stack up on {s.http_base} ({how}, speculation {mode})", flush=True)
         by_mode = asyncio.run(measure(stacks, args.rounds))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.turns.profiles import SOFT_MARKS, TurnProfile, Verdict, dangling_word, judge
+from processors.turns.profiles import TurnProfile, Verdict, hanging, judge
 from switchboard import metrics
 from switchboard.inference import run_inference
 from switchboard.records import now_us
@@ -54,10 +54,7 @@ class Pause:
                 verdict = judge(self.probability, self.transcript, profile)
         elif self.smart is None and self.transcript is not None:
             # no prosody (Smart Turn off or failed): the transcript alone can still show a sentence left hanging
-            word = dangling_word(self.transcript, profile)
-            if word is not None:
-                wait = profile.uncertain_end_ms if word in SOFT_MARKS else profile.incomplete_end_ms
-                verdict = Verdict(False, wait, f"dangling:{word}")
+            verdict = hanging(self.transcript, profile)
         if verdict is not None:
             self.verdict, self.verdict_heard = verdict, self.transcript is not None
             if self.decided_us is None:  # the decision's latency is the first verdict's

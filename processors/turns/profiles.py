@@ -67,6 +67,11 @@ class TurnProfile:
     """Caller voice starting this soon after the agent's reply started does not pause it (the caller was finishing
     their own sentence, or saying "okay" to the last answer); it still interrupts when long enough or real words."""
 
+    def __post_init__(self) -> None:
+        # ``judge`` tells the words' two verdicts apart by their wait: the three must be distinct, in this order
+        if not self.complete_end_ms < self.uncertain_end_ms < self.incomplete_end_ms:
+            raise ValueError(f"{self.language}: complete_end_ms < uncertain_end_ms < incomplete_end_ms is required")
+
 
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -179,11 +184,19 @@ def judge(probability: float, transcript: str | None, profile: TurnProfile) -> V
     unfinished prosody holds the turn for ``incomplete_end_ms``; the words, once known, may shorten that to
     ``uncertain_end_ms`` (the caller re-judges then).
     """
-    word = dangling_word(transcript, profile) if transcript else None
-    if word is not None and word not in SOFT_MARKS:
-        return Verdict(False, profile.incomplete_end_ms, f"dangling:{word}")
+    words = hanging(transcript, profile) if transcript else None
+    if words is not None and words.end_after_ms == profile.incomplete_end_ms:
+        return words
     if probability < profile.smart_turn_threshold:
         return Verdict(False, profile.incomplete_end_ms if transcript is None else profile.uncertain_end_ms, "prosody")
-    if word is not None:
-        return Verdict(False, profile.uncertain_end_ms, f"dangling:{word}")
-    return Verdict(True, profile.complete_end_ms, "complete")
+    return words or Verdict(True, profile.complete_end_ms, "complete")
+
+
+def hanging(transcript: str, profile: TurnProfile) -> Verdict | None:
+    """What the words alone say: left hanging by a word, dash or "…" (``incomplete_end_ms``), perhaps by a trailing
+    comma (``uncertain_end_ms``), or nothing against ending the turn (None)."""
+    word = dangling_word(transcript, profile)
+    if word is None:
+        return None
+    return Verdict(False, profile.uncertain_end_ms if word in SOFT_MARKS else profile.incomplete_end_ms,
+                   f"dangling:{word}")
