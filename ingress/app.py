@@ -11,7 +11,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingress import softphone
 from ingress.acs import handler as acs
@@ -64,8 +64,6 @@ def create_app(settings: IngressSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         announce(auth)
-        if settings.metrics_port:  # the scrape port: internal (cluster network or loopback), no token
-            start_http_server(settings.metrics_port, addr=settings.metrics_host)
         await runtime.start()
         try:
             yield

@@ -11,11 +11,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from ingress.callparts import FRAME_MS, FRAME_SAMPLES, CallerSocket, CallInfo, CallLimits, Chunk, HungUp
 from ingress.filler import PlaybackPolicy, SpeechCue
 from ingress.heard import Hold, HoldPolicy, ReplyAudio
 from ingress.holding import ReplyHolding
@@ -36,82 +37,18 @@ from switchboard.records import (
     CallEventKind,
     PlaybackCommand,
     PlaybackKind,
-    Timings,
     now_us,
 )
 
 logger = logging.getLogger(__name__)
 
-FRAME_MS = 20
-FRAME_SAMPLES = BUS_RATE * FRAME_MS // 1000
 FILLER_TURN = -1  # the filler's place in the playback queue: before every reply, cleared by any clear
 HANDOFF_KEY = "0"  # the key the agent hands off on, at any time (processors/agent/policy.py): the call ends "handoff"
 
 
-class CallerSocket(Protocol):
-    """The outbound half of a channel's wire format."""
-
-    async def send_audio(self, frame: np.ndarray) -> None:
-        """One 20 ms frame of bus-rate PCM16 samples."""
-
-    async def send_mark(self, name: str) -> None: ...
-
-    async def send_clear(self) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-
-@dataclass(slots=True)
-class _Chunk:
-    turn_seq: int
-    samples: np.ndarray
-    end: bool = False
-    end_call: bool = False
-    timings: Timings | None = None
-    filler: bool = False
-    trace: tuple[str, int] | None = None  # tracing on: the record's traceparent and its arrival here (ns)
-    seq: int = 0  # the AudioOut seq of its first sample: sentence × SEQ_STRIDE + i (ingress/heard.py)
-
-
-class _HungUp:
-    """The socket of a call that has ended: sends nothing (and holds no connection)."""
-
-    async def send_audio(self, frame: np.ndarray) -> None:
-        pass
-
-    async def send_mark(self, name: str) -> None:
-        pass
-
-    async def send_clear(self) -> None:
-        pass
-
-    async def close(self, code: int, reason: str) -> None:
-        pass
-
-
-@dataclass(frozen=True, slots=True)
-class CallLimits:
-    """What one call may make this node publish (see IngressSettings and README "Bad input")."""
-
-    audio_speed: float = 1.5  # × real time
-    audio_burst_s: float = 5.0
-    dtmf_digits: int = 4  # per message
-    dtmf_per_s: float = 10.0
-    record_ms: int = FRAME_MS  # caller audio per audio.in record, a multiple of FRAME_MS
-
-
-@dataclass(slots=True)
-class CallInfo:
-    call_id: str
-    session_id: str
-    channel: str
-    agent_id: str
-    language: str
-    caller_number: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
-
-
 class CallSession(ReplyHolding):
+    """One call on this node: its caller audio to the bus, the agent audio paced out to its socket."""
+
     def __init__(
         self,
         info: CallInfo,
@@ -136,7 +73,7 @@ class CallSession(ReplyHolding):
         self._seq = 0  # 20 ms frames published so far: the next record's seq
         self._pending_in = np.zeros(0, dtype=np.int16)
         self._pending_ts = 0  # when the first sample of _pending_in arrived
-        self._queue: deque[_Chunk] = deque()
+        self._queue: deque[Chunk] = deque()
         self._wake = asyncio.Event()
         self._cleared_through = -1
         self._started_turns: set[int] = set()
@@ -181,22 +118,7 @@ class CallSession(ReplyHolding):
 
     # -- lifecycle ---------------------------------------------------------
     def _event(self, kind: CallEventKind, turn_seq: int | None = None, reason: str | None = None) -> CallEvent:
-        i = self.info
-        return CallEvent(
-            call_id=i.call_id,
-            session_id=i.session_id,
-            kind=kind,
-            ts_us=now_us(),
-            channel=i.channel,
-            agent_id=i.agent_id,
-            language=i.language,
-            ingress_node=self.node,
-            reply_partition=self.reply_partition,
-            caller_number=i.caller_number,
-            turn_seq=turn_seq,
-            reason=reason,
-            attributes=i.attributes,
-        )
+        return self.info.event(kind, self.node, self.reply_partition, turn_seq, reason)
 
     async def start(self) -> None:
         span = tracing.call_start(self.info.call_id, self.info.channel)
@@ -226,7 +148,7 @@ class CallSession(ReplyHolding):
             self._playout.cancel()
         metrics.ACTIVE_CALLS.labels(self.info.channel).dec()
         # an ended call may be kept a while for its latencies (JSON API): not its connection, buffers or audio
-        self.socket, self.on_agent_audio = _HungUp(), None
+        self.socket, self.on_agent_audio = HungUp(), None
         self._queue.clear()
         self._replies.clear()
         if self._audio_window is not None:
@@ -358,13 +280,13 @@ class CallSession(ReplyHolding):
             reply.ended = True
         else:
             reply.receive(out.seq, len(samples))
-        self._queue.append(_Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings,
+        self._queue.append(Chunk(out.turn_seq, samples, out.kind is AudioOutKind.END, out.end_call, out.timings,
                                   trace=(traceparent, time.time_ns()) if traceparent else None, seq=out.seq))
         self._wake.set()
 
     def _requeue(self, turn_seq: int, seq: int, samples: np.ndarray) -> None:
         """Audio the phone had not played, back at the head of the queue (ingress/holding.py)."""
-        self._queue.appendleft(_Chunk(turn_seq, samples, seq=seq))
+        self._queue.appendleft(Chunk(turn_seq, samples, seq=seq))
 
     async def playback(self, cmd: PlaybackCommand) -> None:
         if self.ended.is_set():
@@ -402,7 +324,7 @@ class CallSession(ReplyHolding):
             event.attributes = {**event.attributes, **heard}
             await self.publisher.send(event, self.corr.child(turn))
 
-    async def _first_audio(self, chunk: _Chunk) -> None:
+    async def _first_audio(self, chunk: Chunk) -> None:
         if self.ended.is_set():
             return
         self._started_turns.add(chunk.turn_seq)
@@ -550,7 +472,7 @@ class CallSession(ReplyHolding):
             logger.warning("filler due but none held for this call (TTS never sent it)")
             return
         metrics.FILLERS.labels("no_agent_audio").inc()
-        self._queue.append(_Chunk(FILLER_TURN, self._filler, filler=True))
+        self._queue.append(Chunk(FILLER_TURN, self._filler, filler=True))
         event = self._event(CallEventKind.PLAYBACK_STARTED,
                             reason=f"filler: no agent audio {self.policy.filler_after_s:g} s after the caller spoke")
         event.attributes = {**event.attributes, "playback": "filler"}

@@ -12,7 +12,7 @@ import uvicorn
 from ingress.app import create_app
 from ingress.runtime import IngressRuntime
 from ingress.settings import IngressSettings
-from switchboard import logs, tracing
+from switchboard import logs, metrics, tracing
 from switchboard.settings import load_settings
 
 
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).error("ingress cannot start", extra={"fields": {"reason": str(exc)}})
         print(f"switchboard ingress: {exc}", file=sys.stderr)
         return 2
+    if settings.metrics_port:  # the scrape port: internal (cluster network or loopback), no token
+        metrics.serve(settings.metrics_port, settings.metrics_host, "ingress")
     config = uvicorn.Config(
         app,
         host=settings.host,

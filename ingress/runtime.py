@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from aiokafka import AIOKafkaProducer
 
-from ingress.calls import CallerSocket, CallInfo, CallLimits, CallSession
+from ingress.callparts import CallerSocket, CallInfo, CallLimits
+from ingress.calls import CallSession
 from ingress.egress import Egress
 from ingress.limits import SourceLimits, networks
 from ingress.sendpath import AudioSendPath

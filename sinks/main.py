@@ -8,13 +8,11 @@ import gc
 import logging
 import signal
 
-from prometheus_client import start_http_server
-
 from sinks.query_server import QueryServer
 from sinks.settings import SinkSettings
 from sinks.sink import Sink
 from sinks.store import Store, is_chdb
-from switchboard import logs, tracing
+from switchboard import logs, metrics, tracing
 from switchboard.bus import wait_for_broker
 from switchboard.redact import install_log_redaction
 from switchboard.settings import load_settings
@@ -84,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     tracing.setup("sink", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     install_log_redaction(settings.redactor())
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        metrics.serve(settings.metrics_port, settings.metrics_host, "sink")
     asyncio.run(run(settings))
     return 0
 

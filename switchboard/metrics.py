@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import logging
+import sys
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
 HOP_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -173,3 +176,15 @@ CALL_START_STEP = Histogram(
     "webhook's handler), call_started (the call_started record produced and acknowledged)", ["step"],
     buckets=LATENCY_BUCKETS,
 )
+
+
+def serve(port: int, host: str, service: str) -> None:
+    """Start the scrape endpoint. A port already taken (another service, a second copy) ends the process with the
+    reason and exit code 2, not a traceback: it is a configuration error, and a restart would not mend it."""
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        reason = f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; set SWITCHBOARD_METRICS_PORT"
+        logging.getLogger(__name__).error("metrics port unavailable", extra={"fields": {"reason": reason}})
+        print(f"switchboard {service}: {reason}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import start_http_server
 
 from switchboard import codec, inference, metrics, tracing
 from switchboard.bus import (
@@ -372,7 +371,7 @@ def serve(settings: ServiceSettings, processor: Processor) -> None:
 
     async def main() -> None:
         if settings.metrics_port:
-            start_http_server(settings.metrics_port, addr=settings.metrics_host)
+            metrics.serve(settings.metrics_port, settings.metrics_host, processor.name)
         runner = Runner(settings, processor)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,7 +10,8 @@ from fastapi import WebSocket
 
 from ingress import protocol as p
 from ingress.acs import serializer as wire
-from ingress.calls import CallInfo, CallSession
+from ingress.callparts import CallInfo
+from ingress.calls import CallSession
 from ingress.protocol import ProtocolError
 from ingress.runtime import IngressRuntime, Rejected
 from ingress.websocket import CallerWebSocket, Inbox

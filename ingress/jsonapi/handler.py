@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import WebSocket
 
-from ingress.calls import CallInfo, CallSession
+from ingress.callparts import CallInfo
+from ingress.calls import CallSession
 from ingress.jsonapi import serializer as wire
 from ingress.jsonapi.sessions import ApiSession, SessionRegistry, SessionState
 from ingress.jsonapi.textfeed import TextFeed

@@ -9,7 +9,8 @@ import numpy as np
 from fastapi import WebSocket
 
 from ingress.auth import Authenticator, AuthError, refused
-from ingress.calls import CallInfo, CallSession
+from ingress.callparts import CallInfo
+from ingress.calls import CallSession
 from ingress.protocol import ProtocolError, UnknownMessage
 from ingress.runtime import IngressRuntime, Rejected
 from ingress.twilio import serializer as wire

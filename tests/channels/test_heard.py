@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from ingress.calls import CallInfo, CallSession
+from ingress.callparts import CallInfo
+from ingress.calls import CallSession
 from ingress.heard import HoldPolicy, ReplyAudio
 from switchboard.audio import BUS_RATE, array_to_pcm16
 from switchboard.records import AudioOut, AudioOutKind, CallEvent, CallEventKind, PlaybackCommand, PlaybackKind, now_us
