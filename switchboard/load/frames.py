@@ -43,15 +43,23 @@ def parse_consumed(text: str, service: str = "turns", topic: str = "audio.in") -
 
 BAD_INPUT = "switchboard_bad_input_total"
 _BAD = re.compile(rf'^{BAD_INPUT}\{{([^}}]*)\}} (\S+)$', re.M)
+# caller audio the ingress read but dropped because the call's backlog to the producer was full (ingress/sendpath.py)
+SEND_DROPPED = "switchboard_audio_send_dropped_seconds_total"
+_SEND_DROPPED = re.compile(rf'^{SEND_DROPPED}\{{[^}}]*\}} (\S+)$', re.M)
+FRAME_S = 0.02  # one Twilio media message
 
 
 def parse_bad_input(text: str) -> dict[str, float]:
-    """The ingress's rejected caller messages by reason (e.g. audio_too_fast: frames it dropped)."""
+    """The ingress's dropped caller audio by reason, in 20 ms frames: its rejected messages (e.g. audio_too_fast)
+    and ``send_backlog``, audio read but dropped at a full send backlog (a stalled broker or an overloaded node)."""
     out: dict[str, float] = {}
     for labels, value in _BAD.findall(text):
         m = re.search(r'reason="([^"]*)"', labels)
         if m:
             out[m.group(1)] = out.get(m.group(1), 0.0) + float(value)
+    dropped_s = sum(float(v) for v in _SEND_DROPPED.findall(text))
+    if dropped_s:
+        out["send_backlog"] = round(dropped_s / FRAME_S)
     return out
 
 

@@ -254,6 +254,12 @@ def test_frames_consumed_are_read_from_the_turns_counter_of_audio_in_only():
     assert frames.parse_consumed(text) == 1234.0
     assert frames.parse_bad_input('switchboard_bad_input_total{channel="twilio",reason="audio_too_fast"} 3.0') == {
         "audio_too_fast": 3.0}
+    dropped = "\n".join([
+        'switchboard_audio_send_dropped_seconds_total{channel="twilio"} 1.5',
+        'switchboard_audio_send_dropped_seconds_total{channel="acs"} 0.5',
+        'switchboard_audio_send_dropped_seconds_created{channel="twilio"} 1.795e+09',
+    ])
+    assert frames.parse_bad_input(dropped) == {"send_backlog": 100}, "2 s of audio dropped at the backlog: 100 frames"
 
 
 def test_cpu_seconds_of_a_process_come_from_proc(tmp_path):
