@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).error("ingress cannot start", extra={"fields": {"reason": str(exc)}})
         print(f"switchboard ingress: {exc}", file=sys.stderr)
         return 2
-    if settings.metrics_port:  # the scrape port: internal (cluster network or loopback), no token
-        metrics.serve(settings.metrics_port, settings.metrics_host, "ingress")
+    # the scrape port: internal (cluster network or loopback), no token
+    metrics.serve(settings.metrics_port, settings.metrics_host, "ingress")
     config = uvicorn.Config(
         app,
         host=settings.host,

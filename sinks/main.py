@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("sink", settings.log_level)
     tracing.setup("sink", settings)  # OpenTelemetry spans of each turn, when an OTLP endpoint is set
     install_log_redaction(settings.redactor())
-    if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.metrics_host, "sink")
+    metrics.serve(settings.metrics_port, settings.metrics_host, "sink")
     asyncio.run(run(settings))
     return 0
 

@@ -179,8 +179,11 @@ CALL_START_STEP = Histogram(
 
 
 def serve(port: int, host: str, service: str) -> None:
-    """Start the scrape endpoint. A port already taken (another service, a second copy) ends the process with the
-    reason and exit code 2, not a traceback: it is a configuration error, and a restart would not mend it."""
+    """Start the scrape endpoint, if ``port`` is set (0: none). A port already taken (another service, a second
+    copy) ends the process with the reason and exit code 2, not a traceback: it is a configuration error, and a
+    restart would not mend it."""
+    if not port:
+        return
     try:
         start_http_server(port, addr=host)
     except OSError as exc:

@@ -370,8 +370,7 @@ def serve(settings: ServiceSettings, processor: Processor) -> None:
     """Run a processor until SIGINT/SIGTERM: the body of every processor's ``main()``."""
 
     async def main() -> None:
-        if settings.metrics_port:
-            metrics.serve(settings.metrics_port, settings.metrics_host, processor.name)
+        metrics.serve(settings.metrics_port, settings.metrics_host, processor.name)
         runner = Runner(settings, processor)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

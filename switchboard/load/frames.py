@@ -20,6 +20,8 @@ import re
 import time
 import urllib.request
 
+from switchboard.load.scenario import FRAME_S  # one Twilio media message
+
 COUNTER = "switchboard_records_consumed_total"
 _LINE = re.compile(rf'^{COUNTER}\{{([^}}]*)\}} (\S+)$', re.M)
 
@@ -46,7 +48,6 @@ _BAD = re.compile(rf'^{BAD_INPUT}\{{([^}}]*)\}} (\S+)$', re.M)
 # caller audio the ingress read but dropped because the call's backlog to the producer was full (ingress/sendpath.py)
 SEND_DROPPED = "switchboard_audio_send_dropped_seconds_total"
 _SEND_DROPPED = re.compile(rf'^{SEND_DROPPED}\{{[^}}]*\}} (\S+)$', re.M)
-FRAME_S = 0.02  # one Twilio media message
 
 
 def parse_bad_input(text: str) -> dict[str, float]:
