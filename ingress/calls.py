@@ -30,6 +30,7 @@ from switchboard.bus import Correlation, Publisher
 from switchboard.latency import turn_latency
 from switchboard.logs import correlation
 from switchboard.records import (
+    FILLER_MARK,
     AudioFrame,
     AudioOut,
     AudioOutKind,
@@ -189,10 +190,11 @@ class CallSession(ReplyHolding):
             self._failed_sends += 1
             metrics.BAD_INPUT.labels(self.info.channel, "publish_failed").inc()
 
-    async def caller_audio(self, samples: np.ndarray) -> None:
+    async def caller_audio(self, samples: np.ndarray, arrived_us: int | None = None) -> None:
         """Bus-rate samples from the caller, any length; published in records of ``record_ms``, at most
         ``audio_speed`` × the call's age (the excess is dropped and counted: no caller makes the bus
-        carry minutes of audio in a second). Never waits on Kafka: records go to the node's send path."""
+        carry minutes of audio in a second). Never waits on Kafka: records go to the node's send path.
+        ``arrived_us``: when the first of these samples arrived, if a channel gathered them (default now)."""
         if self.ended.is_set():
             return  # nothing is published for a call that has ended
         allowed = self._audio_budget.allow(len(samples))
@@ -210,7 +212,7 @@ class CallSession(ReplyHolding):
         if len(self._pending_in):
             buf = np.concatenate([self._pending_in, samples])
         else:
-            buf, self._pending_ts = samples, now
+            buf, self._pending_ts = samples, now if arrived_us is None else min(arrived_us, now)
         size = self._record_samples
         n = len(buf) // size
         for i in range(n):
@@ -398,6 +400,7 @@ class CallSession(ReplyHolding):
                 if not chunk.filler:
                     await self._sentence_boundary(chunk.turn_seq, chunk.seq)
                 frame, rest = chunk.samples[:FRAME_SAMPLES], chunk.samples[FRAME_SAMPLES:]
+                filler_ends = chunk.filler and not len(rest)
                 if len(rest):
                     chunk.samples = rest
                 else:
@@ -408,6 +411,8 @@ class CallSession(ReplyHolding):
                     frame = np.pad(frame, (0, FRAME_SAMPLES - len(frame)))
                 self._clock = max(self._clock, time.monotonic() - self._lead_s) + FRAME_MS / 1000
                 await self.socket.send_audio(frame)
+                if filler_ends:
+                    await self.socket.send_mark(FILLER_MARK)
                 if self.on_agent_audio is not None:
                     self.on_agent_audio()
 

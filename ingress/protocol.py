@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 CLOSE_REASON_MAX_BYTES = 123  # RFC 6455 §5.5: control frame payload ≤ 125 bytes, 2 of them the code
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:+@=/-]{1,128}$")  # SIDs, GUIDs, raw IDs like "4:+1555"
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+INTEGER_TEXT = re.compile(r"-?[0-9]{1,18}")  # compiled once: every Twilio media message has two such fields
 
 
 class ProtocolError(ValueError):
@@ -111,7 +112,7 @@ def integer(value: Any, what: str, default: int, lo: int = 0, hi: int = 2**53) -
     if isinstance(value, bool):
         raise malformed(f"{what} is not an integer")
     if isinstance(value, str):
-        if not re.fullmatch(r"-?[0-9]{1,18}", value):
+        if not INTEGER_TEXT.fullmatch(value):
             raise malformed(f"{what} {shown(value)} is not an integer")
         out = int(value)
     elif isinstance(value, int):

@@ -58,6 +58,11 @@ class AudioOutKind(StrEnum):
     FILLER = "filler"  # the call's filler phrase, kept by the ingress, played only when a reply is late
 
 
+# The Twilio mark the ingress sends after the filler's last frame, so a caller (and `switchboard load`) can tell the
+# filler from the answer that follows it; not a sentence or reply mark, its echo changes nothing in the ingress.
+FILLER_MARK = "filler"
+
+
 class PlaybackKind(StrEnum):
     CLEAR = "clear"
     PAUSE = "pause"  # caller voice over a reply: stop it, keep what the caller has not heard yet

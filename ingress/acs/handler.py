@@ -116,5 +116,6 @@ async def handle(ws: WebSocket, rt: IngressRuntime) -> None:
         reason = "internal_error"
         await AcsSocket(ws, BUS_RATE).close(1011, "internal error")
     finally:
+        inbox.close()
         if session is not None:
             await rt.close_call(session, reason)

@@ -147,24 +147,27 @@ async def _converse(ws: WebSocket, session: ApiSession, sock: JsonSocket, api: J
     end_speech_budget = TokenBucket(rt.settings.max_end_speech_per_s, max(1.0, rt.settings.max_end_speech_per_s))
     inbox = Inbox(ws, rt.settings.max_message_bytes, rt.settings.media_timeout_s)
     call.on_agent_audio = inbox.media
-    while True:
-        data = await inbox.next()
-        if data is None:
-            return "hangup"
-        event = wire.parse(data)
-        if call.ended.is_set():
-            return call.end_reason
-        if isinstance(event, wire.AudioChunk):
-            if event.sample_rate is not None and event.sample_rate != session.sample_rate:
-                raise ProtocolError(1003, f"audio_chunk at {event.sample_rate} Hz, but the session streams "
-                                    f"{session.sample_rate} Hz", "bad_sample_rate")
-            inbox.media()
-            await call.caller_audio(upsample.process(pcm16_to_array(event.pcm)))
-        elif isinstance(event, wire.EndSpeech):
-            if end_speech_budget.take() < 1.0:
-                metrics.BAD_INPUT.labels(session.channel, "end_speech_dropped").inc()
-                continue
-            inbox.media()
-            await call.caller_audio(upsample.process(end_silence))
-        elif isinstance(event, wire.Hangup):
-            return "hangup"
+    try:
+        while True:
+            data = await inbox.next()
+            if data is None:
+                return "hangup"
+            event = wire.parse(data)
+            if call.ended.is_set():
+                return call.end_reason
+            if isinstance(event, wire.AudioChunk):
+                if event.sample_rate is not None and event.sample_rate != session.sample_rate:
+                    raise ProtocolError(1003, f"audio_chunk at {event.sample_rate} Hz, but the session streams "
+                                        f"{session.sample_rate} Hz", "bad_sample_rate")
+                inbox.media()
+                await call.caller_audio(upsample.process(pcm16_to_array(event.pcm)))
+            elif isinstance(event, wire.EndSpeech):
+                if end_speech_budget.take() < 1.0:
+                    metrics.BAD_INPUT.labels(session.channel, "end_speech_dropped").inc()
+                    continue
+                inbox.media()
+                await call.caller_audio(upsample.process(end_silence))
+            elif isinstance(event, wire.Hangup):
+                return "hangup"
+    finally:
+        inbox.close()

@@ -14,10 +14,12 @@ from ingress.calls import CallSession
 from ingress.protocol import ProtocolError, UnknownMessage
 from ingress.runtime import IngressRuntime, Rejected
 from ingress.twilio import serializer as wire
+from ingress.twilio.uplink import Uplink
 from ingress.websocket import CallerWebSocket, Inbox
 from switchboard import metrics
-from switchboard.audio import BUS_RATE, Resampler, mulaw_decode, mulaw_encode
+from switchboard.audio import BUS_RATE, Resampler, mulaw_encode
 from switchboard.logs import bind
+from switchboard.records import now_us
 
 logger = logging.getLogger(__name__)
 CHANNEL = "twilio"
@@ -45,7 +47,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
     await ws.accept()
     connected_at = time.monotonic()  # the caller's audio budget runs from here (ingress/limits.py AudioBudget)
     session: CallSession | None = None
-    upsample = Resampler(wire.MULAW_RATE, BUS_RATE)
+    uplink: Uplink | None = None  # from the start message on: the caller's frames, gathered into records
     reason = "socket_closed"
     inbox = Inbox(ws, rt.settings.max_message_bytes, rt.settings.media_timeout_s)
     try:
@@ -63,8 +65,13 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
                 if session is None:
                     raise ProtocolError(1008, "media before start", "media_before_start")
                 inbox.media()
-                await session.caller_audio(upsample.process(mulaw_decode(event.payload)))
-            elif isinstance(event, wire.Start):
+                if uplink is not None and (ready := uplink.push(event.payload, now_us())) is not None:
+                    await session.caller_audio(*ready)
+                continue
+            if uplink is not None and session is not None and (ready := uplink.flush()) is not None:
+                # every other event follows the audio before it: a key press is numbered after the frames heard
+                await session.caller_audio(*ready)
+            if isinstance(event, wire.Start):
                 if session is not None:
                     raise ProtocolError(1008, "second start on one stream", "duplicate_start")
                 if event.encoding != "audio/x-mulaw" or event.sample_rate != wire.MULAW_RATE:
@@ -94,6 +101,7 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
                 bind(call_id=info.call_id, session_id=info.session_id, agent_id=info.agent_id)
                 session = await rt.open_call(info, TwilioSocket(ws, event.stream_sid), connected_at)
                 session.on_agent_audio = inbox.media
+                uplink = Uplink(session.limits.record_ms)
                 inbox.media()  # admitting the call took our time, not the caller's: its silence counts from now
             elif isinstance(event, wire.Dtmf):
                 if session is not None:
@@ -118,5 +126,8 @@ async def handle(ws: WebSocket, rt: IngressRuntime, auth: Authenticator | None =
         reason = "internal_error"
         await TwilioSocket(ws, "").close(1011, "internal error")
     finally:
+        inbox.close()
         if session is not None:
+            if uplink is not None and (ready := uplink.flush()) is not None:
+                await session.caller_audio(*ready)  # the caller's last words (at most a record less a frame)
             await rt.close_call(session, reason)

@@ -28,6 +28,7 @@ import websockets
 
 from switchboard.load.scenario import FRAME_S, SILENCE_PAYLOAD, CallPlan, Clip
 from switchboard.load.target import Target, open_stream
+from switchboard.records import FILLER_MARK
 
 QUIET_S = 0.5  # a reply is over once its mark came and no audio arrived for this long
 # The agent answered part of an utterance while the caller was still saying it (the pipeline ended the
@@ -63,6 +64,7 @@ class CallRecord:
     frames_sent: int = 0
     agent_frames: int = 0  # agent media frames received
     marks: int = 0  # replies played to their end (each ends with a mark, echoed back)
+    fillers: int = 0  # "One moment, please." heard because an answer was late (never counted as the answer)
     clears: int = 0
     max_lag_s: float = 0.0
     close_code: int | None = None
@@ -208,7 +210,9 @@ class LoadCaller:
                         self._early = True
                 elif event == "mark":
                     name = (msg.get("mark") or {}).get("name", "")
-                    if not name.startswith("s"):  # a reply's end; s{turn}.{sentence} only ends one of its sentences
+                    if name == FILLER_MARK:
+                        self._filler_played()
+                    elif not name.startswith("s"):  # a reply's end; s{turn}.{sentence} only ends one of its sentences
                         self._marks += 1
                         self.rec.marks += 1
                         self._boundary = True
@@ -227,6 +231,14 @@ class LoadCaller:
             self._closed = True
             self.rec.close_code = self._ws.close_code
             self.rec.close_reason = (self._ws.close_reason or "")[:120]
+
+    def _filler_played(self) -> None:
+        """The audio since the last boundary was the ingress's filler, not an answer: the answer is the next reply.
+        (The filler only starts while no agent audio plays, so it always began at a boundary.)"""
+        self.rec.fillers += 1
+        self._boundary = True
+        if self._answer_at is not None and self._marks == self._marks_at_answer:
+            self._answer_at = None
 
     def _reply_over(self) -> bool:
         now = time.monotonic()

@@ -88,6 +88,7 @@ def summarize(
         "turns_spoken": sum(r.turns_spoken for r in records),
         "turns_answered": sum(r.turns_answered for r in records),
         "early_answers": sum(r.early_answers for r in records),
+        "fillers": sum(r.fillers for r in records),
         "latency_s": {k: percentiles([v for _, v in by_kind[k]]) for k in (*LATENCIES, "connect")},
         "frames": {"sent": sent, "consumed": None if frames_consumed is None else int(frames_consumed),
                    "lost": lost, "method": frames_method},
@@ -161,6 +162,9 @@ def text(result: dict[str, Any]) -> str:
     if s.get("early_answers"):
         lines.append(f"{s['early_answers']} turn(s) answered while the caller was still speaking (the turn was "
                      "ended at a pause inside the utterance; no response latency sampled for them)")
+    if s.get("fillers"):
+        lines.append(f"{s['fillers']} filler(s) heard (\"One moment, please.\": an answer was late; its response "
+                     "latency runs to the answer after the filler)")
     f = s["frames"]
     lines.append(f"frames: sent {f['sent']}, consumed {f['consumed'] if f['consumed'] is not None else '?'}, "
                  f"lost {f['lost'] if f['lost'] is not None else '? (' + f['method'] + ')'}")

@@ -76,7 +76,9 @@ async def test_the_socket_is_read_in_real_time_while_the_broker_is_frozen_and_no
     async with lone_ingress(own_broker, tmp_path, audio_record_ms=60, producer_batch_bytes=16_384,
                             audio_send_backlog_ms=5000) as ing:
         ws, call_id = await twilio_call(ing)
-        await send_real_time(ws, tone_frames(5))
+        # 6 + 150 frames: whole 60 ms records, since the ingress decodes a record's frames at once and counts
+        # them as taken then (ingress/twilio/uplink.py); the ones of a record still gathering go out at the end
+        await send_real_time(ws, tone_frames(6))
         session = ing.runtime.egress.sessions[call_id]
         before_drops = dropped_s()
         payloads = tone_frames(150)
@@ -88,13 +90,13 @@ async def test_the_socket_is_read_in_real_time_while_the_broker_is_frozen_and_no
         await ws.close()
         frames = audio_frames(await all_records(ing.settings, AUDIO_IN, call_id, settle_s=1.0))
         events = [r for r in await all_records(ing.settings, CALLS, call_id, settle_s=0) if isinstance(r, CallEvent)]
-    assert read_while_frozen == 155, "every frame was read off the socket while the broker was frozen"
+    assert read_while_frozen == 156, "every frame was read off the socket while the broker was frozen"
     assert waiting > 0, "what Kafka had not taken waited in the send path, not in the socket"
     assert dropped_s() == before_drops
     # all of it arrives, in order: each record starts at the frame after the previous record's last
-    assert sum(len(f.pcm) for f in frames) == 155 * FRAME_BYTES
+    assert sum(len(f.pcm) for f in frames) == 156 * FRAME_BYTES
     assert [f.seq for f in frames] == [0, *np.cumsum([len(f.pcm) // FRAME_BYTES for f in frames[:-1]])]
-    sent = np.concatenate([mulaw_decode(base64.b64decode(p)) for p in tone_frames(5) + payloads])
+    sent = np.concatenate([mulaw_decode(base64.b64decode(p)) for p in tone_frames(6) + payloads])
     assert b"".join(f.pcm for f in frames) == Resampler(8_000, 16_000).process(sent).astype("<i2").tobytes(), \
         "the call's audio arrives whole and in order"
     assert [e.kind for e in events] == [CallEventKind.CALL_STARTED, CallEventKind.CALL_ENDED]

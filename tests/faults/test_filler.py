@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from switchboard.audio import BUS_RATE
-from switchboard.records import AudioOutKind, CallEventKind
+from switchboard.records import FILLER_MARK, AudioOutKind, CallEventKind
 from tests.faults.test_idempotent_ends import Call, call_on, ingress, metric, rms, tone
 
 FILLER_AFTER_S = 0.6
@@ -51,6 +51,11 @@ async def test_a_late_reply_is_preceded_by_one_filler_per_turn_never_overlapping
         await call.line.quiet(1.5, expect_audio=True)
         heard = kinds(call, spoke)
         assert heard == ["filler"] * FILLER_FRAMES + ["reply"] * 30, "the whole filler, then the whole reply"
+        # the filler ends with its own mark, between its last frame and the reply's first: a caller can tell them apart
+        loud = call.line.heard(spoke, loud=QUIET)
+        filler_end, reply_start = loud[FILLER_FRAMES - 1][0], loud[FILLER_FRAMES][0]
+        [filler_mark] = [t for t, name in call.line.marks if name == FILLER_MARK and t >= spoke]
+        assert filler_end <= filler_mark <= reply_start
         assert metric("switchboard_fillers_total", reason="no_agent_audio") == played + 1
         fillers = [e for e in await call.events(CallEventKind.PLAYBACK_STARTED) if e.attributes.get("playback")]
         assert len(fillers) == 1 and fillers[0].attributes["playback"] == "filler", "recorded for analytics"

@@ -285,6 +285,39 @@ async def test_a_socket_that_sends_no_media_is_closed_1008_and_frees_its_slots(b
                                                     (CallEventKind.CALL_ENDED, "protocol_error:media_timeout")]
 
 
+async def test_a_caller_who_keeps_sending_audio_outlives_the_media_timeout(broker: EmbeddedBroker,
+                                                                          tmp_path: Path) -> None:
+    async with lone_ingress(broker, tmp_path, media_timeout_s=1.0) as ing:
+        before = counted("twilio", "media_timeout")
+        ws, _ = await twilio_call(ing)
+        for i in range(125):  # 2.5 s of real-time audio: the 1 s deadline moves with every frame
+            await ws.send(twilio_media(chunk=i))
+            await asyncio.sleep(FRAME_S)
+        assert await still_open(ws)
+        assert counted("twilio", "media_timeout") == before
+        assert (await closed_with(ws, timeout_s=3.0))[0] == 1008  # then silence: closed a second later
+
+
+async def test_a_twilio_callers_last_frames_are_published_whether_it_stops_or_drops(broker: EmbeddedBroker,
+                                                                                    tmp_path: Path) -> None:
+    """Frames are decoded a 60 ms record at a time (ingress/twilio/uplink.py); the ones still gathering when the
+    caller stops, or the socket drops, are the end of what the caller said, and still reach the bus."""
+    async with lone_ingress(broker, tmp_path) as ing:
+        stopped, stopped_id = await twilio_call(ing)
+        for i in range(5):
+            await stopped.send(twilio_media(chunk=i))
+        await stopped.send(json.dumps({"event": "stop", "streamSid": "MZ", "stop": {"callSid": stopped_id}}))
+        assert (await closed_with(stopped))[0] == 1000
+        dropped, dropped_id = await twilio_call(ing)
+        for i in range(4):
+            await dropped.send(twilio_media(chunk=i))
+        await dropped.close()
+        await asyncio.sleep(0.3)
+        stopped_s = audio_s(await all_records(ing.settings, AUDIO_IN, stopped_id))
+        dropped_s = audio_s(await all_records(ing.settings, AUDIO_IN, dropped_id))
+    assert (round(stopped_s, 3), round(dropped_s, 3)) == (0.1, 0.08)
+
+
 async def test_nothing_is_published_for_a_call_after_it_ended(broker: EmbeddedBroker, tmp_path: Path) -> None:
     async with lone_ingress(broker, tmp_path) as ing:
         ws, call_id = await acs_socket(ing)

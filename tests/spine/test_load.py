@@ -285,8 +285,10 @@ class ScriptedIngress:
     """A Twilio media-stream peer that plays a greeting, clears on speech over it (then sends one stale frame,
     as a real playout loop may), and answers each turn a fixed delay after the caller falls silent."""
 
-    def __init__(self, greeting_frames: int, answer_delay_s: float = 0.4, answer_mid_speech: int = 0) -> None:
+    def __init__(self, greeting_frames: int, answer_delay_s: float = 0.4, answer_mid_speech: int = 0,
+                 filler_frames: int = 0) -> None:
         self.greeting_frames, self.answer_delay_s = greeting_frames, answer_delay_s
+        self.filler_frames = filler_frames  # >0: a filler of this many frames (and its mark) before each answer
         self.answer_mid_speech = answer_mid_speech  # >0: answer after this many voiced frames, not after the turn
         self.received = 0
         self.events: list[str] = []
@@ -300,7 +302,7 @@ class ScriptedIngress:
             "payload": base64.b64encode(mulaw_encode(tone(0.02, 8000))).decode()}})
         state = {"playing": False, "voiced": 0, "quiet": 0, "replies": 0}
 
-        async def reply(frames: int) -> None:
+        async def reply(frames: int, mark: str = "") -> None:
             state["playing"] = True
             for _ in range(frames):
                 if not state["playing"]:
@@ -308,9 +310,14 @@ class ScriptedIngress:
                 await ws.send(frame)
                 await asyncio.sleep(0.02)
             state["playing"] = False
-            name = f"reply-{state['replies']}"
+            name = mark or f"reply-{state['replies']}"
             await ws.send(json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}}))
-            state["replies"] += 1
+            state["replies"] += 0 if mark else 1
+
+        async def filler_then_answer() -> None:  # as the ingress does when an answer is late (FILLER_MARK)
+            await reply(self.filler_frames, mark="filler")
+            await asyncio.sleep(self.answer_delay_s)
+            await reply(10)
 
         tasks = []
         async for raw in ws:
@@ -334,6 +341,9 @@ class ScriptedIngress:
                     state["quiet"] += 1
                     if state["quiet"] == 15 and not self.answer_mid_speech:  # 300 ms of silence ends the turn
                         state["voiced"] = 0
+                        if self.filler_frames:
+                            tasks.append(asyncio.create_task(filler_then_answer()))
+                            continue
                         await asyncio.sleep(self.answer_delay_s)
                         tasks.append(asyncio.create_task(reply(10)))
             elif msg["event"] == "stop":
@@ -374,6 +384,17 @@ async def test_a_caller_measures_greeting_and_answer_and_hangs_up_after_its_scri
     assert server.events[:2] == ["connected", "start"] and server.events[-1] == "stop"
     assert server.events.count("mark") == 2  # both marks echoed, as Twilio does once played
     assert (rec.agent_frames, rec.marks, rec.clears) == (20, 2, 0)
+
+
+async def test_the_filler_is_not_the_answer_the_answer_after_it_is(monkeypatch):
+    server = ScriptedIngress(greeting_frames=10, filler_frames=25)  # "One moment, please.": 0.5 s, then its mark
+    speech = clip_from_samples("a", np.concatenate([tone(0.4), silence(0.1)]), 16_000)
+    [plan] = build_plan(1, 0.0, [speech], 1)
+    rec = await scripted_call(server, plan, monkeypatch)
+    assert rec.answered and rec.fillers == 1
+    [(_, response)] = rec.responses
+    assert response >= 0.3 + 0.5 + 0.4 - 0.1, "the filler was taken for the answer"
+    assert (rec.agent_frames, rec.marks) == (45, 2)  # greeting, filler, answer; the filler's mark ends no reply
 
 
 async def test_a_barge_in_is_timed_to_the_clear_and_a_stale_frame_is_not_the_answer(monkeypatch):
