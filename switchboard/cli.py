@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from switchboard.services import SERVICES
-from switchboard.settings import ServiceSettings
+from switchboard.settings import ServiceSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AUDIO_DIR = ROOT.parent / "shared" / "audio"
@@ -35,7 +35,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from switchboard.stack import Stack
 
     logs.setup("up")
-    settings = ServiceSettings()
+    settings = load_settings(ServiceSettings, "switchboard up")
     embedded = "SWITCHBOARD_KAFKA_BOOTSTRAP" not in os.environ
     # tied_to_parent: the broker and the workers die with `up`, even when it is killed with SIGKILL
     stack = Stack(settings, ingress_port=args.port, broker_port=args.broker_port, scale=_parse_scale(args.scale),

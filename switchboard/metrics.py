@@ -141,6 +141,10 @@ END_DECISION = Histogram(
     "switchboard_end_decision_seconds", "pause detected → end-of-turn verdict known (Smart Turn + early transcript)",
     buckets=LATENCY_BUCKETS
 )
+STT_BATCH_TURNS = Histogram(
+    "switchboard_stt_batch_turns", "turns decoded together in one batch (processors/stt/batching.py)", ["engine"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16)
+)
 EARLY_TRANSCRIPT = Histogram(
     "switchboard_early_transcript_seconds", "pause chunk in STT → early transcript ready (the turn so far decoded)",
     ["engine"], buckets=LATENCY_BUCKETS

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Partitions of every call-scoped topic unless SWITCHBOARD_PARTITIONS says otherwise. At least
@@ -102,6 +102,14 @@ class ServiceSettings(BaseSettings):
         "build also takes s3://bucket/ (an S3-compatible store, AWS_* variables); postgres, sqlite, turso and "
         "slatedb are not compiled in",
     )
+    service_nice: dict[str, int] = Field(
+        {"stt": -10},
+        description="the embedded stack only (`switchboard up`, the demo, the load-test stack): CPU niceness per "
+        "service, as JSON (-20 to 19, lower runs first; {} for none). On a busy box, STT's burst of decodes when "
+        "many turns end at once otherwise waits for a core behind the steady per-frame work of the broker, turns "
+        "and ingress (README, Load testing: 20 talking callers answered in 1.2 s instead of 2.7 s at the median). "
+        "Below 0 needs root or CAP_SYS_NICE: a worker not allowed runs at 0 and logs it once",
+    )
     broker_check_s: float = Field(
         1.0, gt=0,
         description="how often a worker checks its Kafka clients after the broker came back: topics lost with a "
@@ -117,6 +125,20 @@ class ServiceSettings(BaseSettings):
         "go to <url>/v1/traces. Empty: the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) if set, else "
         "tracing is off",
     )
+
+    @field_validator("service_nice")
+    @classmethod
+    def _nice_range(cls, value: dict[str, int]) -> dict[str, int]:
+        from switchboard.services import SERVICES  # names only; services.py imports no settings at import time
+
+        unknown = sorted(set(value) - {service.name for service in SERVICES})
+        if unknown:
+            raise ValueError(f"no such service: {', '.join(unknown)} (services: "
+                             f"{', '.join(service.name for service in SERVICES)})")
+        wrong = {name: n for name, n in value.items() if not -20 <= n <= 19}
+        if wrong:
+            raise ValueError(f"niceness runs from -20 to 19, got {wrong}")
+        return value
 
 
 S = TypeVar("S", bound=BaseSettings)

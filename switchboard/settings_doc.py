@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from switchboard.services import SERVICES
 from switchboard.settings import ServiceSettings
 
@@ -16,7 +18,9 @@ def table(cls: type[ServiceSettings], skip: set[str]) -> str:
         if name in skip:
             continue
         default = f.default
-        shown = "(empty)" if default in ("", None) else str(default)
+        # a dict or list setting is given as JSON in the environment, so its default is shown as JSON too
+        shown = "(empty)" if default in ("", None) else json.dumps(default) if isinstance(default, dict | list) \
+            else str(default)
         if hasattr(default, "get_secret_value"):
             shown = "(secret, unset)"
         rows.append(f"| `{env_name(name)}` | `{shown}` | {f.description or ''} |")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import http.client
+import json
 import logging
 import os
 import re
@@ -50,6 +52,22 @@ def service_env(service: Service, environ: dict[str, str]) -> dict[str, str]:
             continue
         out[name] = value
     return out
+
+
+def _child_setup(service: str, tied_to_parent: bool, nice: int) -> None:
+    """``preexec_fn`` of a worker: die with the stack if asked, and take its niceness before any thread exists, so
+    every thread it starts (the event loop, the inference pool, onnxruntime's) inherits it."""
+    if tied_to_parent:
+        die_with_parent()
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError as exc:  # below 0 without CAP_SYS_NICE: run at the default rather than not at all
+            # one JSON line, as the worker's own log lines (its log file is this stream)
+            line = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "level": "warning", "service": service,
+                    "logger": "switchboard.stack", "msg": "niceness not applied, running at 0", "nice": nice,
+                    "reason": exc.strerror or str(exc)}
+            os.write(2, (json.dumps(line) + "\n").encode())
 
 
 @dataclass
@@ -163,9 +181,12 @@ class Stack:
             self._next_metrics_port = port + 1
         log_path = self.run_dir / "logs" / f"{service.name}-{index}.log"
         out = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+        nice = self.settings.service_nice.get(service.name, 0)
+        setup = (functools.partial(_child_setup, service.name, self.tied_to_parent, nice)
+                 if self.tied_to_parent or nice else None)
         proc = subprocess.Popen(
             [sys.executable, "-m", service.module], env=self.env(port, service, index), stdout=out,
-            stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent if self.tied_to_parent else None,
+            stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=setup,
         )
         worker = Worker(service, index, port, proc, log_path)
         self.workers.append(worker)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-
-from switchboard.inference import run_inference
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +45,12 @@ class SpeechToText(Protocol):
 
 class WholeTurnStream:
     """A turn recognised in one pass at its end (the offline engines): audio is kept until ``finish``, which
-    decodes it on the inference pool; a turn shorter than ``min_samples`` holds no word and gives ""."""
+    decodes it with ``decode`` (off the event loop: the inference pool, or a ``BatchDecoder`` over it); a turn
+    shorter than ``min_samples`` holds no word and gives ""."""
 
-    def __init__(self, transcribe: Callable[[np.ndarray], str], language: str, sample_rate: int,
+    def __init__(self, decode: Callable[[np.ndarray], Awaitable[str]], language: str, sample_rate: int,
                  min_samples: int = 1) -> None:
-        self.transcribe = transcribe
+        self.decode = decode
         self.language = language
         self.sample_rate = sample_rate
         self.min_samples = min_samples
@@ -76,7 +75,7 @@ class WholeTurnStream:
         return self.parts[0] if self.parts else np.zeros(0, dtype=np.int16)
 
     async def _decode(self, audio: np.ndarray) -> SttResult:
-        text = await run_inference(self.transcribe, audio) if len(audio) >= self.min_samples else ""
+        text = await self.decode(audio) if len(audio) >= self.min_samples else ""
         return SttResult(text, True, len(audio) * 1000 // self.sample_rate, self.language)
 
     async def cancel(self) -> None:

@@ -24,7 +24,7 @@ def create_offline(settings: SttSettings, name: str = "moonshine") -> SpeechToTe
     if name == "moonshine":
         from processors.stt.moonshine import MoonshineEngine
 
-        return MoonshineEngine(settings.models_dir, settings.moonshine_threads)
+        return MoonshineEngine(settings.models_dir, settings.moonshine_threads, settings.moonshine_batch)
     from processors.stt.whisper import WhisperEngine
 
     return WhisperEngine(settings.whisper_compute_type, settings.whisper_threads, settings.whisper_beam_size)

@@ -8,7 +8,10 @@ step (no network, ~20 s, at set-up time) makes it ~10× faster:
 2. fold the constant Cast → Mul → Add chains on initialisers (the de-quantisation) into float weights;
 3. split the merged decoder's ``If`` into two plain graphs: the first step (no KV cache) and the later steps;
 4. untie the output projection from the token embedding (a folded Transpose of it), so it can be quantised;
-5. dynamic int8 quantisation of every MatMul (``onnxruntime.quantization.quantize_dynamic``).
+5. give the later-step decoder an ``encoder_attention_bias`` input, added to each cross-attention's scores before
+   its softmax: turns of different lengths then decode as one batch (their encoder states padded, the padding
+   masked with -inf), which the shipped graph cannot do;
+6. dynamic int8 quantisation of every MatMul (``onnxruntime.quantization.quantize_dynamic``).
 
 The result goes to ``<models dir>/moonshine-base-en/`` with a manifest holding the hashes of the
 source files and of every output, so a later run (and the engine at start-up) can tell a complete,
@@ -33,7 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL_NAME = "moonshine-base-en"
 MANIFEST = "manifest.json"
 # Bump when the recipe changes: an older conversion is then redone.
-RECIPE = 1
+RECIPE = 2
+# The later-step decoder's extra input: (batch, 1, 1, encoder frames), 0 for a real frame, -inf for padding.
+ENCODER_BIAS = "encoder_attention_bias"
 OUTPUTS = ("encoder.onnx", "decoder_first.onnx", "decoder_next.onnx", "tokenizer.bin")
 _SOURCES = ("encoder_model.ort", "decoder_model_merged.ort", "tokenizer.bin")
 _CHUNK = 1 << 20
@@ -190,6 +195,32 @@ def _hoist_branch(model: Any, branch_name: str) -> Any:
     return out
 
 
+def _add_encoder_bias(model: Any) -> int:
+    """Add ``ENCODER_BIAS`` to the scores of every cross-attention softmax; returns how many were masked.
+
+    In the exported graph each ``…/encoder_attn/Softmax`` reads the raw query-key product, so an Add in
+    front of it is all a mask needs; the bias broadcasts over the heads and the single query position.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info(
+        ENCODER_BIAS, TensorProto.FLOAT, ["batch_size", 1, 1, "encoder_sequence_length_out"]))
+    nodes, masked = [], 0
+    for node in graph.node:
+        if node.op_type == "Softmax" and "/encoder_attn/" in node.name:
+            scores = f"{node.name}_masked_input"
+            nodes.append(helper.make_node("Add", [node.input[0], ENCODER_BIAS], [scores], name=f"{node.name}_mask"))
+            node.input[0] = scores
+            masked += 1
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return masked
+
+
 def _ort_to_onnx(src: Path, dst: Path) -> None:
     import onnxruntime as ort
 
@@ -222,11 +253,11 @@ def _convert_into(work: Path, out: Path) -> None:
 
     src = source_dir()
     started = time.perf_counter()
-    _say("1/4 loading the shipped .ort models and saving them as ONNX")
+    _say("1/5 loading the shipped .ort models and saving them as ONNX")
     _ort_to_onnx(src / "encoder_model.ort", work / "encoder_raw.onnx")
     _ort_to_onnx(src / "decoder_model_merged.ort", work / "decoder_raw.onnx")
 
-    _say("2/4 folding the de-quantisation of the weights into float initialisers")
+    _say("2/5 folding the de-quantisation of the weights into float initialisers")
     encoder = onnx.load(work / "encoder_raw.onnx")
     n = _fold_constants(encoder.graph)
     onnx.save(encoder, work / "encoder_float.onnx")
@@ -234,12 +265,20 @@ def _convert_into(work: Path, out: Path) -> None:
     n += _fold_constants(decoder.graph)
     _say(f"    {n} constant nodes folded")
 
-    _say("3/4 splitting the merged decoder into first-step and cached-step graphs")
+    _say("3/5 splitting the merged decoder into first-step and cached-step graphs")
     onnx.save(_hoist_branch(decoder, "else_branch"), work / "decoder_first_float.onnx")
-    onnx.save(_hoist_branch(decoder, "then_branch"), work / "decoder_next_float.onnx")
+    cached = _hoist_branch(decoder, "then_branch")
     del encoder, decoder
 
-    _say("4/4 dynamic int8 quantisation of the MatMuls")
+    _say("4/5 masking the cached-step decoder's cross-attention, so turns of different lengths decode as a batch")
+    n = _add_encoder_bias(cached)
+    if n == 0:
+        raise RuntimeError("no cross-attention softmax found in the Moonshine decoder: the recipe does not fit it")
+    onnx.save(cached, work / "decoder_next_float.onnx")
+    _say(f"    {n} cross-attentions masked")
+    del cached
+
+    _say("5/5 dynamic int8 quantisation of the MatMuls")
     for name in ("encoder", "decoder_first", "decoder_next"):
         float_name = "encoder_float.onnx" if name == "encoder" else f"{name}_float.onnx"
         _quantize(work / float_name, out / f"{name}.onnx")

@@ -13,6 +13,9 @@ class SttSettings(AzureSpeechSettings):
                             "<repo>/.switchboard/models)")
     moonshine_threads: int = Field(1, ge=1, description="CPU threads per Moonshine session (1 is fastest under load: "
                                    "parallel turns come from the inference pool)")
+    moonshine_batch: int = Field(8, ge=1, description="most turns Moonshine decodes together: turns that end while "
+                                 "the inference threads are busy share the decoder's passes (8 turns cost about "
+                                 "what 3 cost one by one); 1 decodes every turn alone")
     whisper_compute_type: str = Field("int8", description="CTranslate2 compute type for faster-whisper")
     whisper_threads: int = Field(2, ge=1, description="CPU threads for faster-whisper")
     whisper_beam_size: int = Field(1, ge=1, description="beam size (1 = greedy, fastest)")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from processors.stt.engine import WholeTurnStream
+from switchboard.inference import run_inference
 
 
 class WhisperEngine:
@@ -32,4 +35,4 @@ class WhisperEngine:
     def open(self, language: str, sample_rate: int) -> WholeTurnStream:
         if sample_rate != 16_000:
             raise ValueError(f"whisper needs 16 kHz audio, got {sample_rate}")
-        return WholeTurnStream(self.transcribe, language, sample_rate)
+        return WholeTurnStream(functools.partial(run_inference, self.transcribe), language, sample_rate)

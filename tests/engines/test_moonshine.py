@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from processors.stt.main import create_engine
 from processors.stt.moonshine import MoonshineEngine
@@ -104,9 +105,34 @@ async def test_turns_decoded_at_once_read_the_same_as_one_by_one(moonshine):
         return (await stream.finish()).text
 
     one_by_one = [await decode(a) for a in audios]
+    batched_before = batched_turns()
     at_once = await asyncio.gather(*(decode(a) for a in audios + audios))
     assert list(at_once) == one_by_one + one_by_one
     assert all(one_by_one), "every clip's first 3 s hold words"
+    assert batched_turns() > batched_before, "turns that waited for a thread shared a batch"
+
+
+def batched_turns() -> float:
+    """Turns Moonshine decoded in a batch of more than one, so far in this process."""
+    count = REGISTRY.get_sample_value("switchboard_stt_batch_turns_count", {"engine": "moonshine"}) or 0.0
+    alone = REGISTRY.get_sample_value("switchboard_stt_batch_turns_bucket", {"engine": "moonshine", "le": "1.0"}) or 0.0
+    return count - alone
+
+
+def test_turns_of_different_lengths_decoded_as_one_batch_read_as_each_does_alone(moonshine):
+    """The padding of the shorter turns is masked: a batch gives every turn the words it gets alone, whatever else
+    is in the batch (punctuation may differ: the int8 quantisation of the activations is scaled over the whole
+    batch); a turn too short for a word still gives ""."""
+    audios = [np.zeros(800, dtype=np.int16)]
+    for path in CLIPS:
+        samples, rate = read_wav(path)
+        speech = phone_path(samples, rate)
+        audios += [speech[: int(len(speech) * share)] for share in (1.0, 0.55, 0.3)]
+    alone = [moonshine.model.transcribe(audio) for audio in audios]
+    assert alone[0] == "" and all(alone[1:])
+    words = [normalise(text) for text in alone]
+    assert [normalise(text) for text in moonshine.model.transcribe_batch(audios)] == words
+    assert [normalise(text) for text in moonshine.model.transcribe_batch(audios[::-1])] == words[::-1]
 
 
 async def test_a_cancelled_turn_forgets_its_audio(moonshine):
