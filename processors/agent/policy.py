@@ -50,7 +50,7 @@ LET_GO = ("I'll let you go now. Goodbye.",)
 KEYS_HINT = "You can say yes or press 1, or say no or press 2."
 UNASKED_SLOT = "policy.unasked"  # the stage whose question the caller did not hear (cut off before it)
 TIME = re.compile(
-    r"\b(\d{1,2}|"
+    r"\b(at\s+)?(\d{1,2}|"
     + "|".join(NUMBER_WORDS)
     + r")(?:[:.](\d{2}))?\s*(a\.?\s?m\.?|p\.?\s?m\.?|o'?clock|in the morning|in the afternoon|in the evening)?"
 )
@@ -81,9 +81,11 @@ def time_of(text: str) -> str | None:
     if "noon" in t:
         return "12 PM"
     for m in TIME.finditer(t):
-        hour_s, minutes, suffix = m.groups()
+        at, hour_s, minutes, suffix = m.groups()
         hour = int(hour_s) if hour_s.isdigit() else NUMBER_WORDS[hour_s]
-        if not 1 <= hour <= 12 or (suffix is None and not hour_s.isdigit()):
+        # A bare number word is a time only after "at" ("at ten", as Moonshine sometimes writes "at 10 a.m."):
+        # elsewhere "one" or "two" is rarely an hour ("one moment", "two of us").
+        if not 1 <= hour <= 12 or (suffix is None and at is None and not hour_s.isdigit()):
             continue
         suffix = (suffix or "").replace(".", "").replace(" ", "")
         if suffix.startswith("p") or "afternoon" in suffix or "evening" in suffix:

@@ -37,6 +37,10 @@ def test_intents_are_recognised_from_whisper_style_text(text, intent):
         ("around noon", "12 PM"),
         ("two o'clock", "2 PM"),
         ("Tuesday", None),
+        ("At ten,", "10 AM"),  # Moonshine, now and then, for a Piper "At 10 a.m."
+        ("at two", "2 PM"),
+        ("one moment, please", None),
+        ("the two of us", None),
     ],
 )
 def test_times_are_read_as_whisper_writes_them(text, expected):
