@@ -175,7 +175,9 @@ class Stack:
             index = next(i for i in range(len(taken) + 1) if i not in taken)
         port = 0 if service.name == "ingress" else (metrics_port or self._next_metrics_port)
         # taken by another program (its answers are not our metrics), or bound by a client socket
-        while port and metrics_port is None and (port_open("127.0.0.1", port) or not can_bind("127.0.0.1", port)):
+        # ... or the ingress's port, which its process may not have bound yet
+        while port and metrics_port is None and (port == self.ingress_port or port_open("127.0.0.1", port)
+                                                 or not can_bind("127.0.0.1", port)):
             port += 1
         if port and metrics_port is None:
             self._next_metrics_port = port + 1

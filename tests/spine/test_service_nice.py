@@ -55,3 +55,18 @@ def test_an_unknown_service_or_an_out_of_range_niceness_is_refused(monkeypatch, 
                         timeout=60)
     assert up.returncode == 2
     assert "SWITCHBOARD_SERVICE_NICE" in up.stderr and says in up.stderr and "Traceback" not in up.stderr
+
+
+@pytest.mark.slow
+def test_no_worker_takes_the_ingress_port_for_its_metrics_while_the_ingress_is_still_starting(broker, tmp_path):
+    """Two free ports are picked apart (the ingress's, and the first of the workers' metrics ports); when they
+    meet, the workers' ports step over the ingress's, which its process binds only a second or so later."""
+    settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"n{uuid.uuid4().hex[:8]}.")
+    port = listen_port()
+    stack = Stack(settings, ingress_port=port, run_dir=tmp_path, only=("agent",))
+    stack._next_metrics_port = port
+    stack.start(embedded=False)
+    try:
+        assert [w.metrics_port for w in stack.workers] == [port + 1]
+    finally:
+        stack.stop()
