@@ -49,8 +49,8 @@ def print_turn_steps(result: CallResult) -> None:
     if not rows:
         return
     print("  end of turn (ms): silence = end of speech → turn detected; early / decision = pause → early transcript /"
-          " verdict; stt = final transcript after the turn was detected; reply = speculative (made on the early"
-          " transcript) used or discarded")
+          " verdict; stt = final transcript after the turn was detected (unneeded: the reply was said on the end of"
+          " turn); reply = speculative (made on the early transcript) used or discarded")
     print(f"  {'turn':>6} {'silence':>8} {'early':>6} {'decision':>9} {'reason':<16} {'stt':>5} {'final':<8} "
           f"{'agent':>6} {'reply':<10} {'tts':>5} {'response':>9}")
 

@@ -43,8 +43,10 @@ def turn_steps(lat: TurnLatency) -> dict[str, float | str | None]:
     ``silence`` is what the caller waited for the turn to be detected (end of speech → turn detected);
     ``early`` and ``decision`` count from the pause (``pause_ms`` into the silence) to the early
     transcript and to the end-of-turn verdict; ``stt`` is the final transcript's time after the turn was
-    detected, ~0 when it ``reused`` the early one; ``reply`` says whether the reply played was made speculatively on
-    the early transcript (``used``: agent ~0), or a speculation was thrown away first (``discarded``), or neither."""
+    detected, ~0 when it ``reused`` the early one, none when the reply did not wait for it (``unneeded``:
+    said on the end-of-turn event, the early transcript standing for the turn); ``reply`` says whether the
+    reply played was made speculatively on the early transcript (``used``: agent ~0), or a speculation was
+    thrown away first (``discarded``), or neither."""
     t = lat.timings
     return {
         "silence": lat.turn_detection_ms,
@@ -52,7 +54,7 @@ def turn_steps(lat: TurnLatency) -> dict[str, float | str | None]:
         "decision": lat.decision_ms,
         "reason": t.end_reason,
         "stt": lat.stt_ms,
-        "stt_how": None if t.stt_finished_us is None else "reused" if t.early_transcript_us is not None else "decoded",
+        "stt_how": _stt_how(t),
         "agent": lat.agent_ms,
         "reply": t.speculation,
         "tts": lat.tts_ms,
@@ -60,3 +62,9 @@ def turn_steps(lat: TurnLatency) -> dict[str, float | str | None]:
         "processing": lat.processing_ms,
         "response": lat.response_ms,
     }
+
+
+def _stt_how(t: Timings) -> str | None:
+    if t.stt_finished_us is None:
+        return "unneeded" if t.speculation == "used" and t.early_transcript_us is not None else None
+    return "reused" if t.early_transcript_us is not None else "decoded"

@@ -160,6 +160,11 @@ SPECULATION = Counter(
     "with the same text), mismatch (the final text differed), discarded (the caller went on, barged in, hung up)",
     ["outcome"],
 )
+SPECULATION_CONFIRMED = Counter(
+    "switchboard_speculation_confirmed_total", "speculative replies used, by what confirmed them: end_of_turn (the "
+    "turn ended silent after the pause answered, one bus hop after the end of the turn) or final (the final "
+    "transcript had the same words)", ["by"],
+)
 SPECULATION_DISCARDED_TOKENS = Counter(
     "switchboard_speculation_discarded_tokens_total", "LLM tokens (in + out) spent on speculative replies that were "
     "thrown away (their usage records are published as any other: the cost was real)", ["engine"],

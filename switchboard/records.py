@@ -129,6 +129,8 @@ class TurnEvent:
     speech_end_us: int | None = None
     cancelled_turn_seq: int | None = None
     end_reason: str | None = None
+    early_audio_ms: int | None = None  # on end_of_turn: the pause the turn ended silent after (its early transcript)
+    timings: Timings | None = None  # on end_of_turn: those of the turn's final speech chunk
 
 
 @dataclass(slots=True)
@@ -160,6 +162,7 @@ class Transcript:
     ts_us: int
     confidence: float | None = None
     timings: Timings | None = None
+    stands_for_turn: bool = False  # early only: the final transcript if the caller says no more (no second decode)
 
 
 @dataclass(slots=True)

@@ -133,8 +133,19 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         }
 
+    def one_box(self) -> None:
+        """This stack has a broker of its own on this box: its topics get ``embedded_partitions`` unless
+        SWITCHBOARD_PARTITIONS says otherwise, and every worker is told so. Call before ``start``."""
+        if "partitions" in self.settings.model_fields_set or "SWITCHBOARD_PARTITIONS" in self.extra_env:
+            return
+        n = self.settings.embedded_partitions
+        self.settings = self.settings.model_copy(update={"partitions": n})
+        self.extra_env["SWITCHBOARD_PARTITIONS"] = str(n)
+
     def start(self, embedded: bool) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        if embedded:
+            self.one_box()
         if self.auth:
             self.credentials = StackCredentials.ensure(self.run_dir, {**os.environ, **self.extra_env})
         if embedded:
@@ -276,13 +287,16 @@ class Stack:
 @contextlib.contextmanager
 def local_stack(
     broker: EmbeddedBroker, run_dir: Path, only: tuple[str, ...] = (), env: dict[str, str] | None = None,
-    prefix: str = "p",
+    prefix: str = "p", one_box: bool = False,
 ) -> Iterator[Stack]:
     """Services on free loopback ports against ``broker``, under fresh topics (``prefix`` + a random suffix), their
-    credentials in ``run_dir``; stopped on exit. What the specs and benchmarks run a call against."""
+    credentials in ``run_dir``; stopped on exit. What the specs and benchmarks run a call against. ``one_box``: the
+    broker is this stack's alone, as an embedded one is (``Stack.one_box``)."""
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"{prefix}{uuid.uuid4().hex[:8]}.")
     stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=only, extra_env=dict(env or {}))
     stack._next_metrics_port = listen_port()
+    if one_box:
+        stack.one_box()
     try:
         stack.start(embedded=False)
         stack.wait_ready()
@@ -294,11 +308,11 @@ def local_stack(
 @contextlib.contextmanager
 def scratch_stack(name: str, only: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Iterator[Stack]:
     """``local_stack`` with its own tansu, everything in a temporary directory (``stack.run_dir``) removed on exit:
-    a benchmark's stack, nothing shared with a running one."""
+    a benchmark's stack, nothing shared with a running one, partitioned as an embedded stack is."""
     with tempfile.TemporaryDirectory(prefix=f"switchboard-{name}-") as tmp:
         broker = EmbeddedBroker(log_path=Path(tmp) / "tansu.log").start()
         try:
-            with local_stack(broker, Path(tmp), only, env, prefix=name[:4]) as stack:
+            with local_stack(broker, Path(tmp), only, env, prefix=name[:4], one_box=True) as stack:
                 yield stack
         finally:
             broker.stop()

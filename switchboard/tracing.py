@@ -13,7 +13,7 @@ A turn's spans, one trace per call (every record of a call descends from its cal
     turns    turn                speech onset -> end of turn decided
     stt      stt.early           the turn so far decoded at a pause (beside the chain: a child of caller.audio)
     stt      stt.decode          the turn's transcript
-    agent    agent.reply         the reply (greeting or answer), every sentence
+    agent    agent.reply         the reply (greeting or answer, or one made on an early transcript), every sentence
     tts      tts.sentence        synthesis of one sentence
     ingress  egress.first_audio  the reply's first audio arriving at the ingress -> written to the caller's socket
 
@@ -206,10 +206,14 @@ class Stage:
     many records, the output record that completes it; ``began_us`` then gives the stage's start from that record,
     and the span is drawn from there to the record's own time. ``attributes`` adds stage-specific attributes from the
     record (input for ``starts``, output for ``ends``). A stage with ``propagate`` false is recorded beside the chain
-    (its outputs keep the record's context): work whose results feed a stage that began before it."""
+    (its outputs keep the record's context): work whose results feed a stage that began before it. ``opens``: input
+    records whose ``handle()`` is the stage only if it produces something (the span starts with the handle and is
+    recorded at its first output): the agent's reply to an end-of-turn event or early transcript, which most of them
+    do not give."""
 
     span: str
     starts: Callable[[Any], bool] | None = None
+    opens: Callable[[Any], bool] | None = None
     ends: Callable[[Any], bool] | None = None
     began_us: Callable[[Any], int | None] | None = None
     attributes: Callable[[Any], dict[str, Any]] | None = None
@@ -244,6 +248,9 @@ AGENT_REPLY = Stage(
     "agent.reply",
     starts=lambda r: (isinstance(r, Transcript) and r.kind is TranscriptKind.FINAL)
     or (isinstance(r, CallEvent) and r.kind is CallEventKind.CALL_STARTED),
+    # a reply said on the end of the turn (processors/agent/speculation.py), or made on an early transcript
+    opens=lambda r: (isinstance(r, TurnEvent) and r.kind is TurnEventKind.END_OF_TURN)
+    or (isinstance(r, Transcript) and r.kind is TranscriptKind.EARLY),
 )
 TTS_SENTENCE = Stage(
     "tts.sentence",
@@ -274,7 +281,7 @@ def _record_ids(record: Any) -> dict[str, Any]:
 class HandleSpan:
     """The span of one ``handle()`` call of the runner, if its record (or one of its outputs) is a traced stage."""
 
-    __slots__ = ("_end_ns", "_engine", "_propagate", "_stages", "_topic", "_tp", "_traceparent", "span")
+    __slots__ = ("_end_ns", "_engine", "_pending", "_propagate", "_stages", "_topic", "_tp", "_traceparent", "span")
 
     def __init__(self, stages: tuple[Stage, ...], record: Any, traceparent: str, topic: str) -> None:
         self._stages, self._traceparent, self._topic = stages, traceparent, topic
@@ -283,11 +290,20 @@ class HandleSpan:
         self._end_ns: int | None = None  # a drawn span ends at its output's time; a span around handle() at its end
         self._propagate = True
         self._tp = ""  # the span's traceparent, formatted once
+        self._pending: tuple[Stage, Any, int] | None = None  # an ``opens`` stage, until the handle gives an output
         for stage in stages:
             if stage.starts is not None and stage.starts(record):
                 self.span = self._open(stage, record, None)
                 self._propagate = stage.propagate
                 break
+            if stage.opens is not None and stage.opens(record):
+                self._pending = (stage, record, time.time_ns())
+                break
+
+    def _open_pending(self) -> None:
+        if self._pending is not None:
+            stage, record, start_ns = self._pending
+            self.span, self._propagate, self._pending = self._open(stage, record, start_ns), stage.propagate, None
 
     def _open(self, stage: Stage, record: Any, start_ns: int | None) -> Span:
         attrs = {**_record_ids(record), "messaging.source": self._topic}
@@ -299,6 +315,7 @@ class HandleSpan:
 
     def stamp(self, record: Any, corr: Correlation) -> Correlation:
         """An output of the handle: may end a stage (drawing its span), then carries the span's context."""
+        self._open_pending()
         if self.span is None:
             for stage in self._stages:
                 if stage.ends is not None and stage.ends(record):
@@ -323,6 +340,7 @@ class HandleSpan:
         return replace(corr, traceparent=self._tp) if self._tp else corr
 
     def fail(self, exc: BaseException) -> None:
+        self._open_pending()  # a handle that may have been the stage failed: its span says so
         if self.span is not None:
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:200]))
 

@@ -32,6 +32,7 @@ from processors.agent.speculation import (
     SpeculationMode,
     allowed,
     confirms,
+    ends_silent_after,
     fork,
     normalised,
     thrown_away,
@@ -91,6 +92,8 @@ class AgentProcessor:
         self.ended = EndedCalls()
         self.speculate = SpeculationMode(speculate)  # SWITCHBOARD_SPECULATIVE_REPLY (processors/agent/speculation.py)
         self.speculations: dict[str, Speculation] = {}  # call_id → its one speculative reply, until confirmed or not
+        # call_id → its turn's END_OF_TURN that came before the early transcript it names (another topic), until then
+        self.turn_ends: dict[str, TurnEvent] = {}
 
     async def on_assigned(self, partitions: set[int]) -> None:
         self.states = await self.store.restore(partitions)
@@ -102,6 +105,7 @@ class AgentProcessor:
         self.states.clear()
         self.calls.clear()
         self.speculations.clear()  # the new owner of the partition speculates again, or answers the final
+        self.turn_ends.clear()
 
     async def handle(self, msg: Incoming) -> AsyncIterator[Out]:
         r = msg.record
@@ -131,9 +135,10 @@ class AgentProcessor:
             state = self.states.get(r.call_id)
             if state is None or state.ended or r.turn_seq <= state.last_turn_seq:
                 return
+            self.turn_ends.pop(r.call_id, None)
             spec = self.speculations.pop(r.call_id, None)
             if spec is not None and confirms(spec, state, r.turn_seq, r.text) and r.call_id not in self.ended:
-                async for out in self._adopt(spec, msg.corr, r.timings or Timings()):
+                async for out in self._adopt(spec, msg.corr, r.timings or Timings(), "final"):
                     yield out
                 return
             timings = r.timings or Timings()
@@ -149,6 +154,9 @@ class AgentProcessor:
             state.last_turn_seq = r.turn_seq
             state.turns += 1
             async for out in self._reply(state, r.turn_seq, r.text, msg.corr, timings):
+                yield out
+        elif isinstance(r, TurnEvent) and r.kind is TurnEventKind.END_OF_TURN:
+            async for out in self._turn_ended(r, msg.corr):
                 yield out
         elif isinstance(r, TurnEvent) and r.kind is TurnEventKind.BARGE_IN and r.cancelled_turn_seq is not None:
             state = self.states.get(r.call_id)
@@ -201,10 +209,14 @@ class AgentProcessor:
         old = self.speculations.pop(r.call_id, None)
         if old is not None:
             if old.turn_seq == r.turn_seq and old.words == normalised(r.text):
-                self.speculations[r.call_id] = old  # paused again on the same words: the reply stands
+                # paused again on the same words: the reply stands, now for this pause
+                old.audio_ms, old.stands_for_turn, old.early_us = r.audio_ms, r.stands_for_turn, r.ts_us
+                self.speculations[r.call_id] = old
+                async for out in self._ended_already(old, corr):
+                    yield out
                 return
             yield self._discard(state, old, "discarded", corr)
-        spec = fork(state, r.turn_seq, r.text, engine)
+        spec = fork(state, r, engine)
         stop = asyncio.Event()
         self.replying[r.call_id] = (r.turn_seq, stop)  # a hang-up stops it as it stops a reply
 
@@ -230,18 +242,50 @@ class AgentProcessor:
             yield self._discard(state, spec, "discarded", corr)
         logger.info("speculated", extra={"fields": {"turn": r.turn_seq, "sentences": len(spec.sentences),
                                                      "complete": spec.complete}})
+        if spec.complete:
+            async for out in self._ended_already(spec, corr):
+                yield out
+
+    async def _ended_already(self, spec: Speculation, corr: Correlation) -> AsyncIterator[Out]:
+        """The turn's END_OF_TURN came before the early transcript ``spec`` answers: judge it now."""
+        end = self.turn_ends.get(spec.state.call_id)
+        if end is not None and end.turn_seq == spec.turn_seq:
+            async for out in self._turn_ended(end, corr):
+                yield out
+
+    async def _turn_ended(self, end: TurnEvent, corr: Correlation) -> AsyncIterator[Out]:
+        """The END_OF_TURN of a caller turn. If it ended silent after the pause a speculation answered, and that
+        pause's early transcript stands for the turn, the speculation is said now, one bus hop after the end of the
+        turn, not after STT's final (two hops on). Otherwise the FINAL decides, as for any turn."""
+        state = self.states.get(end.call_id)
+        if state is None or state.ended or end.turn_seq <= state.last_turn_seq or end.call_id in self.ended:
+            return
+        spec = self.speculations.get(end.call_id)
+        if spec is None or spec.turn_seq != end.turn_seq or spec.audio_ms != end.early_audio_ms:
+            if end.early_audio_ms is not None:
+                self.turn_ends[end.call_id] = end  # the early transcript it names may still be on its way
+            return
+        self.turn_ends.pop(end.call_id, None)
+        if not ends_silent_after(spec, state, end):
+            return
+        del self.speculations[end.call_id]
+        timings = replace(end.timings or Timings(), early_transcript_us=spec.early_us)
+        async for out in self._adopt(spec, corr, timings, "end_of_turn"):
+            yield out
 
     def _discard(self, state: DialogState, spec: Speculation, outcome: str, corr: Correlation) -> Out:
         """A speculation that will not be said: counted, and the DISCARD that makes TTS drop what it holds of it."""
         thrown_away(spec, outcome)
         return Out(self._record(state, spec.turn_seq, len(spec.sentences), ReplyKind.DISCARD, ""), corr)
 
-    async def _adopt(self, spec: Speculation, corr: Correlation, timings: Timings) -> AsyncIterator[Out]:
-        """The FINAL has the words the speculation answered: its state becomes the call's and its sentences are said
-        (same text, same seq), so TTS plays what it holds. The reply was made in the silence: ~0 ms of agent."""
+    async def _adopt(self, spec: Speculation, corr: Correlation, timings: Timings, by: str) -> AsyncIterator[Out]:
+        """The turn is confirmed with the words the speculation answered (``by`` its END_OF_TURN or its FINAL): its
+        state becomes the call's and its sentences are said (same text, same seq), so TTS plays what it holds. The
+        reply was made in the silence: ~0 ms of agent."""
         state = spec.state
         self.states[state.call_id] = state
         metrics.SPECULATION.labels("used").inc()
+        metrics.SPECULATION_CONFIRMED.labels(by).inc()
         timings = replace(timings, speculation="used")
         async for out in self._sentences(state, spec.turn_seq, corr, timings, now_us(), _each(spec.sentences)):
             yield out
@@ -249,7 +293,7 @@ class AgentProcessor:
         heard.remember(state, spec.turn_seq, list(spec.sentences))
         state.updated_us = now_us()
         logger.info("replied", extra={"fields": {"turn": spec.turn_seq, "stage": state.stage, "intent": state.intent,
-                                                 "speculative": True}})
+                                                 "speculative": True, "confirmed_by": by}})
         yield Out(replace(state, slots=dict(state.slots)), corr)
 
     def _playback(self, r: CallEvent, corr: Correlation) -> list[Out]:
@@ -280,6 +324,7 @@ class AgentProcessor:
 
     def _end(self, call_id: str) -> DialogState | None:
         self.ended.end(call_id)
+        self.turn_ends.pop(call_id, None)
         if (spec := self.speculations.pop(call_id, None)) is not None:
             thrown_away(spec, "discarded")  # TTS drops its hold on the call_ended itself
         self.calls.pop(call_id, None)

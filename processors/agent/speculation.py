@@ -13,9 +13,16 @@ publishes the sentences as ``speculative`` replies: TTS synthesises them into a 
   and recorded nowhere as said. Slots the real state changed without a new version (playback notes) are carried
   over onto the copy when it is adopted (``rebase``).
 
-Why the FINAL and not the turns processor's END_OF_TURN: the end-of-turn event does not say which pause's early
-transcript stands for the turn (a newer one may still be on its way), while the FINAL carries the text itself;
-when STT reuses the early decode the FINAL follows the end of turn by one bus hop (a few ms).
+Two things confirm it, whichever reaches the agent first:
+- **The turns processor's END_OF_TURN**, when it names the pause the turn ended silent after (``early_audio_ms``) and
+  that pause's early transcript, the one answered, ``stands_for_turn`` (STT decoded the whole turn so far: with no
+  voice after the pause it publishes that decode as the final, word for word). The answer then starts one bus hop
+  after the end of the turn, not two hops and STT's turn later (``confirmed_by``).
+- **The FINAL** with the same words: for every other case (the caller went on after the pause, an engine whose
+  final is decoded again, such as Azure, or an END that came before the early transcript did).
+The end-of-turn event alone cannot say which words stand for the turn; the early transcript's ``audio_ms`` and
+the event's ``early_audio_ms`` tie the two together. The FINAL that follows an adopted reply is for the record only
+(its turn is answered: ``last_turn_seq``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from switchboard import metrics
-from switchboard.records import DialogState
+from switchboard.records import DialogState, Transcript, TurnEvent
 
 _PUNCTUATION = re.compile(r"[^\w\s']+")
 OFFLINE_ENGINES = frozenset({"policy"})  # engines whose discarded speculation costs nothing but a few ms of CPU
@@ -60,14 +67,19 @@ class Speculation:
     sentences: list[str] = field(default_factory=list)
     complete: bool = False  # the engine finished the reply (not stopped by a barge-in or hang-up)
     tokens: int = 0  # LLM tokens it cost (in + out), counted if thrown away
+    audio_ms: int | None = None  # the pause it answers: the early transcript's audio_ms
+    stands_for_turn: bool = False  # that early transcript becomes the turn's final if the caller says no more
+    early_us: int | None = None  # when that early transcript was made (its ts_us)
 
 
-def fork(state: DialogState, turn_seq: int, text: str, engine: str) -> Speculation:
-    """A speculation on a deep copy of ``state``, advanced as the FINAL branch advances a turn."""
+def fork(state: DialogState, early: Transcript, engine: str) -> Speculation:
+    """A speculation on a deep copy of ``state`` answering the ``early`` transcript, advanced as the FINAL branch
+    advances a turn."""
     twin = replace(state, slots=copy.deepcopy(state.slots))
-    twin.last_turn_seq = turn_seq
+    twin.last_turn_seq = early.turn_seq
     twin.turns += 1
-    return Speculation(turn_seq, normalised(text), twin, state.updated_us, dict(state.slots), engine)
+    return Speculation(early.turn_seq, normalised(early.text), twin, state.updated_us, dict(state.slots), engine,
+                       audio_ms=early.audio_ms, stands_for_turn=early.stands_for_turn, early_us=early.ts_us)
 
 
 def confirms(spec: Speculation, state: DialogState, turn_seq: int, text: str) -> bool:
@@ -76,6 +88,21 @@ def confirms(spec: Speculation, state: DialogState, turn_seq: int, text: str) ->
         spec.complete
         and spec.turn_seq == turn_seq
         and spec.words == normalised(text)
+        and spec.base_updated_us == state.updated_us
+        and rebase(spec, state)
+    )
+
+
+def ends_silent_after(spec: Speculation, state: DialogState, end: TurnEvent) -> bool:
+    """Whether the END_OF_TURN ``end`` confirms ``spec``: the turn ended with no voice after the very pause whose
+    early transcript it answered, and that transcript stands for the turn (STT's final will be those words)."""
+    return (
+        spec.complete
+        and spec.stands_for_turn
+        and spec.turn_seq == end.turn_seq
+        and end.early_audio_ms is not None
+        and spec.audio_ms == end.early_audio_ms
+        and end.end_reason != "backchannel"  # "uh-huh" over a reply takes no turn: nothing is answered
         and spec.base_updated_us == state.updated_us
         and rebase(spec, state)
     )

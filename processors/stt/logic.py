@@ -153,7 +153,9 @@ class Transcriber:
         if result.final:  # a whole-turn decode: it may stand in for the final if the caller says no more
             turn.early, turn.early_us = result, ready
         audio_ms = turn.samples * 1000 // chunk.sample_rate
-        return self._transcript(chunk, result.text, TranscriptKind.EARLY, audio_ms, None, result.confidence)
+        early_transcript = self._transcript(chunk, result.text, TranscriptKind.EARLY, audio_ms, None, result.confidence)
+        early_transcript.stands_for_turn = result.final
+        return early_transcript
 
     def _transcript(
         self,

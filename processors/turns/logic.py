@@ -465,7 +465,11 @@ class TurnDetector:
         kind = reason.split(":", 1)[0]  # "dangling:an" counts as dangling: a bounded label set
         metrics.END_OF_TURN.labels(kind).inc()
         metrics.TURN_DETECTION.labels(kind).observe(max(0, detected - c.last_voiced_us) / 1e6)
-        logger.info("end of turn", extra={"fields": {"turn": c.turn_seq, "reason": reason, "silence_ms": c.silence_ms}})
+        # where the wait went, from the last voiced frame (ingress time): to the pause seen here, to its verdict, to now
+        waits = {"pause_ms": (p.detected_us - c.last_voiced_us) // 1000,
+                 "verdict_ms": (p.decided_us - p.detected_us) // 1000 if p.decided_us else None} if p else {}
+        logger.info("end of turn", extra={"fields": {"turn": c.turn_seq, "reason": reason, "silence_ms": c.silence_ms,
+                                                     "detected_ms": (detected - c.last_voiced_us) // 1000, **waits}})
         _drop_pause(c)
         c.window.clear()
         return [
@@ -478,6 +482,8 @@ class TurnDetector:
                     c.speech_start_us,
                     speech_end_us=c.last_voiced_us,
                     end_reason=reason,
+                    early_audio_ms=p.audio_ms if p is not None else None,
+                    timings=timings,
                 ),
                 corr,
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from calls_data import load
 
 from sinks.report import REPORTS_DIR
@@ -36,3 +38,15 @@ def test_a_turn_ended_by_its_early_transcript_lands_with_its_reason_and_decision
     assert reason == "complete"
     _, stages = store.query((REPORTS_DIR / "latency_percentiles.sql").read_text())
     assert {"early_transcript", "end_decision"} <= {s[0] for s in stages}
+
+
+def test_a_reply_said_on_the_end_of_turn_shows_stt_as_unneeded_not_missing() -> None:
+    from switchboard.latency import turn_steps
+
+    T = 1_700_000_000_000_000
+    said_on_end = r.Timings(speech_end_us=T, turn_detected_us=T + 700_000, pause_detected_us=T + 260_000,
+                            early_transcript_us=T + 520_000, speculation="used", egress_first_audio_us=T + 760_000)
+    steps = turn_steps(turn_latency("c1", 3, said_on_end, T + 800_000))
+    assert (steps["stt"], steps["stt_how"], steps["early"], steps["processing"]) == (None, "unneeded", 260.0, 60.0)
+    reused = replace(said_on_end, stt_started_us=T + 720_000, stt_finished_us=T + 721_000)
+    assert turn_steps(turn_latency("c1", 3, reused, T + 800_000))["stt_how"] == "reused"

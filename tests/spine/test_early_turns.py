@@ -157,6 +157,11 @@ async def test_a_complete_sentence_ends_at_complete_end_ms_once_its_early_transc
     # nothing was voiced after the last pause: the final is that pause's early transcript, not a second decode
     assert final.text == trace.early[-1].text and final.timings.early_transcript_us is not None
     assert final.timings.end_reason == "complete" and final.timings.end_decision_us is not None
+    # ...and the end-of-turn event says so itself: it names that pause, whose early transcript stands for the turn,
+    # so the agent can say its speculative reply a hop before the final arrives (processors/agent/speculation.py)
+    assert trace.early[-1].stands_for_turn and end.early_audio_ms == trace.early[-1].audio_ms
+    [last] = [c for c in trace.records(SpeechChunk) if c.final]
+    assert end.timings == last.timings and end.timings.turn_detected_us == end.ts_us
 
 
 async def test_an_early_transcript_after_the_threshold_ends_the_turn_at_the_next_frame(piper, smart_turn, moonshine):
@@ -203,6 +208,8 @@ async def test_voice_after_a_pause_voids_its_judgement_and_the_sentence_stays_on
     [final] = trace.finals
     assert all(word in final.text.lower() for word in hesitation.heard), final.text
     assert final.text != trace.early[0].text  # the stale early result of the hesitation is not the turn's
+    [(_, end)] = trace.ends()
+    assert end.early_audio_ms == trace.early[-1].audio_ms != trace.early[0].audio_ms  # the last pause, not the first
 
 
 async def test_the_final_is_decoded_whole_when_the_caller_spoke_after_the_last_pause(piper, moonshine):

@@ -27,9 +27,11 @@ from switchboard.records import (
     Timings,
     Transcript,
     TranscriptKind,
+    TurnEvent,
+    TurnEventKind,
 )
 from switchboard.runner import Incoming
-from switchboard.topics import CALLS, REPLIES, TRANSCRIPTS
+from switchboard.topics import CALLS, REPLIES, TRANSCRIPTS, TURNS
 
 CORR = Correlation(call_id="CA1")
 
@@ -57,6 +59,23 @@ def _early(turn: int, text: str) -> Transcript:
 
 def _final(turn: int, text: str) -> Transcript:
     return _transcript(TranscriptKind.FINAL, turn, text)
+
+
+def _whole(turn: int, text: str, audio_ms: int = 900) -> Transcript:
+    """An early transcript of the whole turn so far: STT's final if the caller says no more after its pause."""
+    early = _transcript(TranscriptKind.EARLY, turn, text)
+    early.audio_ms, early.stands_for_turn, early.ts_us = audio_ms, True, 3
+    return early
+
+
+def _end(turn: int, early_audio_ms: int | None = 900, reason: str = "complete") -> TurnEvent:
+    timings = Timings(speech_start_us=1, speech_end_us=5, turn_detected_us=7, pause_detected_us=6, end_reason=reason)
+    return TurnEvent("CA1", turn, TurnEventKind.END_OF_TURN, 7, 1, 5, end_reason=reason,
+                     early_audio_ms=early_audio_ms, timings=timings)
+
+
+def _confirmed(by: str) -> float:
+    return REGISTRY.get_sample_value("switchboard_speculation_confirmed_total", {"by": by}) or 0.0
 
 
 def _ended() -> CallEvent:
@@ -114,6 +133,70 @@ async def test_slots_the_call_state_changed_meanwhile_are_kept_when_the_speculat
     outs = await _outs(agent, _final(4, "I'd like to book an appointment"), TRANSCRIPTS)
     assert ReplyKind.DISCARD not in _kinds(outs)
     assert agent.states["CA1"].slots["note"] == "playback finished" and agent.states["CA1"].stage == "ask_day"
+
+
+async def test_an_end_of_turn_silent_after_the_pause_answered_says_the_speculation_without_waiting_for_the_final():
+    agent = await _greeted()
+    by_end = _confirmed("end_of_turn")
+    speculative = _replies(await _outs(agent, _whole(4, "I'd like to book an appointment"), TRANSCRIPTS))
+    outs = await _outs(agent, _end(4), TURNS)
+
+    said = [r for r in _replies(outs) if r.kind is ReplyKind.SENTENCE]
+    assert [(r.seq, r.text) for r in said] == [(r.seq, r.text) for r in speculative]
+    assert _kinds(outs)[-1] is ReplyKind.END
+    t = said[0].timings  # the turn's own timestamps, from the end-of-turn event, and when the words were known
+    assert (t.speculation, t.turn_detected_us, t.speech_end_us, t.pause_detected_us, t.early_transcript_us) == (
+        "used", 7, 5, 6, 3)
+    assert agent.states["CA1"].stage == "ask_day" and agent.states["CA1"].last_turn_seq == 4
+    assert _confirmed("end_of_turn") == by_end + 1
+    # STT's final of the same turn follows one hop later: the turn is answered, nothing is said twice
+    assert await _outs(agent, _final(4, "I'd like to book an appointment"), TRANSCRIPTS) == []
+
+
+async def test_an_end_of_turn_that_overtakes_its_early_transcript_is_answered_when_the_transcript_comes():
+    """The end-of-turn event and the early transcript travel on different topics: either may reach the agent first."""
+    agent = await _greeted()
+    assert await _outs(agent, _end(4), TURNS) == []  # nothing to say yet
+    outs = await _outs(agent, _whole(4, "I'd like to book an appointment"), TRANSCRIPTS)
+    kinds = _kinds(outs)
+    assert kinds[0] is ReplyKind.SPECULATIVE and ReplyKind.SENTENCE in kinds and kinds[-1] is ReplyKind.END
+    assert agent.states["CA1"].last_turn_seq == 4 and not agent.turn_ends
+
+
+async def test_a_second_pause_on_the_same_words_keeps_the_reply_and_the_end_after_it_confirms_it():
+    agent = await _greeted()
+    first = _replies(await _outs(agent, _whole(4, "I'd like to book an appointment", audio_ms=900), TRANSCRIPTS))
+    # a breath, then silence again: the same words at a later pause are not answered twice
+    assert await _outs(agent, _whole(4, "I'd like to book an appointment.", audio_ms=1300), TRANSCRIPTS) == []
+    outs = await _outs(agent, _end(4, 1300), TURNS)
+    said = [r for r in _replies(outs) if r.kind is ReplyKind.SENTENCE]
+    assert [(r.seq, r.text) for r in said] == [(r.seq, r.text) for r in first]
+
+
+@pytest.mark.parametrize(
+    ("early", "end", "why"),
+    [
+        (_early(4, "I'd like to book an appointment"), _end(4), "the early decode does not stand for the turn"),
+        (_whole(4, "I'd like to book an appointment", audio_ms=600), _end(4, 900), "the turn went on after that pause"),
+        (_whole(4, "I'd like to book an appointment"), _end(4, None), "voice after the last pause"),
+        (_whole(4, "uh-huh"), _end(4, reason="backchannel"), "a backchannel takes no turn"),
+    ],
+)
+async def test_an_end_of_turn_that_does_not_name_the_pause_answered_leaves_the_turn_to_the_final(early, end, why):
+    agent = await _greeted()
+    await _outs(agent, early, TRANSCRIPTS)
+    assert await _outs(agent, end, TURNS) == [], why
+    assert agent.states["CA1"].stage == "await_intent" and "CA1" in agent.speculations  # still held for the FINAL
+    outs = await _outs(agent, _final(4, early.text), TRANSCRIPTS)
+    if end.end_reason != "backchannel":  # (STT sends no final for a backchannel)
+        assert ReplyKind.SENTENCE in _kinds(outs) and agent.states["CA1"].last_turn_seq == 4
+
+
+async def test_an_end_of_turn_after_the_call_state_changed_leaves_the_turn_to_the_final():
+    agent = await _greeted()
+    await _outs(agent, _whole(4, "I'd like to book an appointment"), TRANSCRIPTS)
+    agent.states["CA1"].updated_us += 1  # a key press answered in between: the copy is stale
+    assert await _outs(agent, _end(4), TURNS) == []
 
 
 async def test_a_final_with_other_words_discards_the_speculation_and_answers_afresh():

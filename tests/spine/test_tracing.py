@@ -188,16 +188,27 @@ async def test_every_stage_of_a_callers_turn_is_a_span_of_the_calls_trace_in_cau
     assert (root.service, root.name) == ("ingress", "call.start")
 
     # each stage is the child of the one before it, through the records' traceparent
-    chain = [stages[k][0] for k in TURN_STAGES[:-1]]
     first_sentence = min(stages[("tts", "tts.sentence")], key=lambda s: s.attributes["sentence_seq"])
-    chain[-1] = first_sentence
-    chain.append(stages[("ingress", "egress.first_audio")][0])
-    assert by_id[chain[0].parent_id] is root, "the caller's audio descends from the call start"
-    for parent, child in itertools.pairwise(chain):
-        assert child.parent_id == parent.span_id, f"{child.name} is not a child of {parent.name}"
-        assert child.start_ns >= parent.start_ns, f"{child.name} starts before {parent.name}"
+    [reply] = [s for s in stages[("agent", "agent.reply")] if s.span_id == first_sentence.parent_id]
+    decode = stages[("stt", "stt.decode")][0]
+    # The reply follows the end of the turn directly when the agent said its speculative reply on the end-of-turn
+    # event (the usual case), STT's final when that confirmed it, or the early transcript when the end of the turn
+    # had overtaken it on the way to the agent (processors/agent/speculation.py).
+    follows = {turn_span.span_id, decode.span_id} | {s.parent_id for s in stages.get(("stt", "stt.early"), [])}
+    assert reply.parent_id in follows, "the reply follows the end of the turn, its final or its early transcript"
+    assert decode.parent_id == turn_span.span_id, "STT's final is made on the end of the turn"
+    upstream = [stages[("ingress", "caller.audio")][0], turn_span]
+    upstream += [decode] if reply.parent_id == decode.span_id else []
+    downstream = [reply, first_sentence, stages[("ingress", "egress.first_audio")][0]]
+    assert by_id[upstream[0].parent_id] is root, "the caller's audio descends from the call start"
+    assert reply.start_ns >= turn_span.start_ns
+    for links in (upstream, downstream):
+        for parent, child in itertools.pairwise(links):
+            assert child.parent_id == parent.span_id, f"{child.name} is not a child of {parent.name}"
+            assert child.start_ns >= parent.start_ns, f"{child.name} starts before {parent.name}"
+    chain = upstream + downstream
     for sentence in stages[("tts", "tts.sentence")]:
-        assert sentence.parent_id == stages[("agent", "agent.reply")][0].span_id
+        assert sentence.parent_id == reply.span_id
     # causal order of the stages' start times
     starts = [s.start_ns for s in chain]
     assert starts == sorted(starts), [(s.name, s.start_ns) for s in chain]
