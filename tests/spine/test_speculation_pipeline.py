@@ -6,7 +6,7 @@ The caller says a sentence whose first half already makes sense to answer ("I'd 
 pauses 450 ms before the rest ("… on Friday at ten."). At the pause the agent answers the early transcript
 speculatively; the caller goes on, so that answer is thrown away unheard and the one played answers the whole
 sentence (itself made speculatively, at the silence after it). A plain sentence without a pause is answered by the
-speculative reply made at its end, said as soon as the end-of-turn event reaches the agent.
+speculative reply made at its end, said as soon as the end-of-turn event or the final reaches the agent.
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ async def test_a_plain_sentence_is_answered_by_the_speculative_reply(stack, pipe
     assert not _of_turn(watcher.replies, turn, ReplyKind.DISCARD)
     timings = caller.result.latencies[turn].timings
     assert timings.speculation == "used"
-    # said on the end-of-turn event (one hop after the turn ended), not on STT's final: no STT time on the turn, and
-    # the early transcript it answered is timed
-    assert timings.stt_finished_us is None and timings.early_transcript_us is not None, timings
-    assert timings.pause_detected_us is not None and timings.end_decision_us is not None  # the turn's own timings
+    # Said on the end-of-turn event (no STT time on the turn) or on STT's final, whichever the agent handled first:
+    # the final follows the end of turn by ~10 ms on a quiet box, and one fetch often returns both. Either way the
+    # early transcript it answered is timed, and so are the turn's own steps.
+    assert timings.early_transcript_us is not None, timings
+    assert timings.pause_detected_us is not None and timings.end_decision_us is not None
     assert caller.result.agent_audio, "the held reply was not played"
