@@ -60,7 +60,8 @@ class IngressRuntime:
         # aiokafka clients must be created inside the running loop
         # large batches: while tansu answers the producer's one request in flight, every partition's audio
         # gathers in its batch, and a full batch makes send() wait (ingress/sendpath.py)
-        return make_producer(self.settings, max_batch_size=self.settings.producer_batch_bytes,
+        return make_producer(self.settings, linger_ms=self.settings.producer_linger_ms,
+                             max_batch_size=self.settings.producer_batch_bytes,
                              max_request_size=max(1_048_576, 4 * self.settings.producer_batch_bytes),
                              partitioner=CachedPartitioner())
 

@@ -20,17 +20,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger(__name__)
 
 Work = Callable[[], Awaitable[Sequence[asyncio.Future[Any]]]]
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+def in_time_order(batch: Mapping[P, Sequence[R]], time_of: Callable[[R], int]) -> Iterator[tuple[P, R]]:
+    """The records of one fetch, partitions merged by time: each partition's own order kept, ties in batch order.
+
+    A fetch returns its records partition by partition, and a call's records sit in one partition of each topic
+    it is on (co-partitioned by call ID). Handed over partition by partition, a call's records of two topics would
+    reach its lane in topic order, not in the order they happened: the agent would see STT's final before the
+    end of turn produced 10 ms earlier whenever one fetch returned both (README "Speculative reply"). Merging by
+    record time puts them in the order they were produced, and a partition's records never pass each other: the
+    merge only ever compares the partitions' next records.
+    """
+    runs = [[(p, r) for r in records] for p, records in batch.items()]
+    if len(runs) == 1:
+        return iter(runs[0])
+    return heapq.merge(*runs, key=lambda pr: time_of(pr[1]))  # stable: a tie goes to the earlier partition
 
 
 class PartitionOffsets:

@@ -34,7 +34,7 @@ from switchboard.bus import (
     make_producer,
     topic_name,
 )
-from switchboard.inflight import InFlight
+from switchboard.inflight import InFlight, in_time_order
 from switchboard.logs import correlation
 from switchboard.recovery import BrokerCheck, MemberFile, leave_stale_member
 from switchboard.settings import ServiceSettings
@@ -258,18 +258,18 @@ class Runner:
         now_ms = time.time() * 1000
         owned = self.consumer.assignment()
         name = self.processor.name
-        for tp, msgs in batch.items():
-            if tp not in owned:  # fetched just before a revocation: the new owner reads it
-                continue
-            topic = self._topics[tp.topic]
-            hop = metrics.BUS_HOP.labels(name, topic.name)
-            consumed = metrics.RECORDS_CONSUMED.labels(name, topic.name)
+        mine = {tp: msgs for tp, msgs in batch.items() if tp in owned}  # else fetched just before a revocation
+        for tp, msgs in mine.items():
+            topic = self._topics[tp.topic].name
+            metrics.RECORDS_CONSUMED.labels(name, topic).inc(len(msgs))
+            hop = metrics.BUS_HOP.labels(name, topic)
             for msg in msgs:
                 hop.observe(max(0.0, now_ms - msg.timestamp) / 1000)
-                consumed.inc()
-                # one lane per call: the key is the call ID on every input topic (co-partitioned)
-                key = msg.key if msg.key is not None else (tp.topic, tp.partition)
-                self.inflight.submit(tp, msg.offset, key, functools.partial(self._process, msg, topic))
+        # a call's records of different topics in the order they were produced (an END_OF_TURN before the final)
+        for tp, msg in in_time_order(mine, lambda m: m.timestamp):
+            # one lane per call: the key is the call ID on every input topic (co-partitioned)
+            key = msg.key if msg.key is not None else (tp.topic, tp.partition)
+            self.inflight.submit(tp, msg.offset, key, functools.partial(self._process, msg, self._topics[tp.topic]))
 
     async def _relieved_within(self, grace_s: float) -> bool:
         """Wait (at most ``grace_s``) for the records just handed out to bring the count down to the low-water mark.

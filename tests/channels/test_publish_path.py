@@ -148,3 +148,21 @@ def test_the_cached_partitioner_picks_the_partition_kafka_s_default_would() -> N
         assert cached(key, partitions, partitions) == DefaultPartitioner()(key, partitions, partitions)
         assert cached(key, partitions, partitions) == DefaultPartitioner()(key, partitions, partitions)
     assert len(cached._cache) <= 50
+
+
+async def test_the_audio_producer_lingers_and_batches_as_configured() -> None:
+    # SWITCHBOARD_PRODUCER_LINGER_MS: caller audio waits a few ms for other calls' records on its partition (fewer,
+    # larger produce requests: README "Load testing"). aiokafka keeps both on its accumulator only, so that is where
+    # they are read.
+    from ingress.runtime import IngressRuntime
+    from ingress.settings import IngressSettings
+
+    rt = IngressRuntime(IngressSettings(kafka_bootstrap="127.0.0.1:9", producer_linger_ms=7,
+                                        producer_batch_bytes=65_536))
+    audio = rt._make_producer()
+    try:
+        assert audio._message_accumulator._linger_time == pytest.approx(0.007)
+        assert audio._message_accumulator._batch_size == 65_536
+        assert IngressSettings(kafka_bootstrap="127.0.0.1:9").producer_linger_ms == 5
+    finally:
+        await audio.stop()

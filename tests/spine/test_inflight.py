@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from switchboard.inflight import InFlight, PartitionOffsets
+from switchboard.inflight import InFlight, PartitionOffsets, in_time_order
 
 P0, P1 = ("audio.in", 0), ("audio.in", 1)
 
@@ -222,3 +222,30 @@ async def test_a_consumer_that_goes_back_starts_the_count_afresh_and_never_commi
     flight.submit(P0, 5, "A", work([], "replay"))  # an offset reset replays from 5
     await settle(flight)
     assert flight.commit_offsets() == {}, "6 is behind the committed 13"
+
+
+# -- one fetch, handed over in time order -------------------------------------------------------------------
+
+
+def test_a_fetch_is_handed_over_in_record_time_across_partitions() -> None:
+    # one call on two topics: its end of turn (t=100) was produced before STT's final (t=110), but the fetch
+    # lists the transcripts partition first
+    batch = {("transcripts", 3): [("final", 110)], ("turn_events", 3): [("early", 40), ("end", 100)]}
+    order = [r[0] for _, r in in_time_order(batch, lambda r: r[1])]
+    assert order == ["early", "end", "final"]
+
+
+def test_a_partitions_own_order_is_kept_even_when_its_times_go_back() -> None:
+    # two producers' clocks on one partition: the log order wins, the other partition fits around it
+    batch = {"p0": [("a", 50), ("b", 30), ("c", 60)], "p1": [("x", 40), ("y", 55)]}
+    order = [r[0] for _, r in in_time_order(batch, lambda r: r[1])]
+    assert [o for o in order if o in "abc"] == ["a", "b", "c"]
+    assert [o for o in order if o in "xy"] == ["x", "y"]
+    assert order == ["x", "a", "b", "y", "c"]
+
+
+def test_records_of_the_same_time_keep_the_fetchs_order_and_each_names_its_partition() -> None:
+    batch = {"p1": [("p1-0", 7), ("p1-1", 7)], "p0": [("p0-0", 7)], "p2": []}
+    assert list(in_time_order(batch, lambda r: r[1])) == [("p1", ("p1-0", 7)), ("p1", ("p1-1", 7)),
+                                                          ("p0", ("p0-0", 7))]
+    assert list(in_time_order({}, lambda r: r[1])) == []
