@@ -98,6 +98,14 @@ class Stack:
     _backoff: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
     _next_metrics_port: int = 9101
 
+    def __post_init__(self) -> None:
+        # the workers read SWITCHBOARD_PARTITIONS from extra_env (it beats the shell): their topics get it too
+        given = self.extra_env.get("SWITCHBOARD_PARTITIONS")
+        if given is not None:
+            if not given.strip().isdigit() or int(given) < 1:
+                raise ValueError(f"SWITCHBOARD_PARTITIONS must be a whole number of at least 1, not {given!r}")
+            self.settings = self.settings.model_copy(update={"partitions": int(given)})
+
     @property
     def bootstrap(self) -> str:
         return self.broker.bootstrap if self.broker else self.settings.kafka_bootstrap

@@ -210,7 +210,7 @@ class AgentProcessor:
         if old is not None:
             if old.turn_seq == r.turn_seq and old.words == normalised(r.text):
                 # paused again on the same words: the reply stands, now for this pause
-                old.audio_ms, old.stands_for_turn, old.early_us = r.audio_ms, r.stands_for_turn, r.ts_us
+                old.early = r
                 self.speculations[r.call_id] = old
                 async for out in self._ended_already(old, corr):
                     yield out
@@ -261,7 +261,7 @@ class AgentProcessor:
         if state is None or state.ended or end.turn_seq <= state.last_turn_seq or end.call_id in self.ended:
             return
         spec = self.speculations.get(end.call_id)
-        if spec is None or spec.turn_seq != end.turn_seq or spec.audio_ms != end.early_audio_ms:
+        if spec is None or spec.turn_seq != end.turn_seq or spec.early.audio_ms != end.early_audio_ms:
             if end.early_audio_ms is not None:
                 self.turn_ends[end.call_id] = end  # the early transcript it names may still be on its way
             return
@@ -269,7 +269,7 @@ class AgentProcessor:
         if not ends_silent_after(spec, state, end):
             return
         del self.speculations[end.call_id]
-        timings = replace(end.timings or Timings(), early_transcript_us=spec.early_us)
+        timings = replace(end.timings or Timings(), early_transcript_us=spec.early.ts_us)
         async for out in self._adopt(spec, corr, timings, "end_of_turn"):
             yield out
 

@@ -64,12 +64,13 @@ class Speculation:
     base_updated_us: int  # the real state's updated_us when copied: a change since makes the copy stale
     base_slots: dict[str, str]  # the real state's slots when copied: what changed since is carried over (rebase)
     engine: str
+    # the early transcript it answers: the latest pause's, when the caller paused again on the same words. Its
+    # audio_ms names the pause, stands_for_turn says it becomes the turn's final if the caller says no more, and
+    # ts_us is when it was made (the turn's early_transcript_us)
+    early: Transcript
     sentences: list[str] = field(default_factory=list)
     complete: bool = False  # the engine finished the reply (not stopped by a barge-in or hang-up)
     tokens: int = 0  # LLM tokens it cost (in + out), counted if thrown away
-    audio_ms: int | None = None  # the pause it answers: the early transcript's audio_ms
-    stands_for_turn: bool = False  # that early transcript becomes the turn's final if the caller says no more
-    early_us: int | None = None  # when that early transcript was made (its ts_us)
 
 
 def fork(state: DialogState, early: Transcript, engine: str) -> Speculation:
@@ -78,8 +79,7 @@ def fork(state: DialogState, early: Transcript, engine: str) -> Speculation:
     twin = replace(state, slots=copy.deepcopy(state.slots))
     twin.last_turn_seq = early.turn_seq
     twin.turns += 1
-    return Speculation(early.turn_seq, normalised(early.text), twin, state.updated_us, dict(state.slots), engine,
-                       audio_ms=early.audio_ms, stands_for_turn=early.stands_for_turn, early_us=early.ts_us)
+    return Speculation(early.turn_seq, normalised(early.text), twin, state.updated_us, dict(state.slots), engine, early)
 
 
 def confirms(spec: Speculation, state: DialogState, turn_seq: int, text: str) -> bool:
@@ -98,10 +98,10 @@ def ends_silent_after(spec: Speculation, state: DialogState, end: TurnEvent) -> 
     early transcript it answered, and that transcript stands for the turn (STT's final will be those words)."""
     return (
         spec.complete
-        and spec.stands_for_turn
+        and spec.early.stands_for_turn
         and spec.turn_seq == end.turn_seq
         and end.early_audio_ms is not None
-        and spec.audio_ms == end.early_audio_ms
+        and spec.early.audio_ms == end.early_audio_ms
         and end.end_reason != "backchannel"  # "uh-huh" over a reply takes no turn: nothing is answered
         and spec.base_updated_us == state.updated_us
         and rebase(spec, state)

@@ -32,8 +32,16 @@ def test_an_operator_who_sets_the_partition_count_gets_it_on_one_box_too(monkeyp
     else:
         stack = Stack(ServiceSettings(), extra_env={"SWITCHBOARD_PARTITIONS": "16"})
     stack.one_box()
-    assert stack.settings.partitions == (16 if how == "setting" else DEFAULT_PARTITIONS)
+    assert stack.settings.partitions == 16, "the topics are created with the operator's count"
     assert stack.extra_env.get("SWITCHBOARD_PARTITIONS") == ("16" if how == "env" else None)
+
+
+def test_a_count_given_to_the_workers_is_the_one_their_topics_get_and_a_bad_one_is_refused():
+    stack = Stack(ServiceSettings(partitions=32), extra_env={"SWITCHBOARD_PARTITIONS": "4"})
+    assert stack.settings.partitions == 4  # what the workers will be told, whatever the settings object said
+    for bad in ("0", "eight", "-3"):
+        with pytest.raises(ValueError, match="SWITCHBOARD_PARTITIONS"):
+            Stack(ServiceSettings(), extra_env={"SWITCHBOARD_PARTITIONS": bad})
 
 
 async def _counts(stack: Stack) -> set[int]:
