@@ -20,6 +20,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import TypeAdapter, ValidationError
 
 from switchboard.broker import EmbeddedBroker, can_bind, die_with_parent, listen_port, port_open, reclaim
 from switchboard.bus import create_topics
@@ -102,9 +105,13 @@ class Stack:
         # the workers read SWITCHBOARD_PARTITIONS from extra_env (it beats the shell): their topics get it too
         given = self.extra_env.get("SWITCHBOARD_PARTITIONS")
         if given is not None:
-            if not given.strip().isdigit() or int(given) < 1:
-                raise ValueError(f"SWITCHBOARD_PARTITIONS must be a whole number of at least 1, not {given!r}")
-            self.settings = self.settings.model_copy(update={"partitions": int(given)})
+            # checked by the setting's own field, as a worker will check it (model_copy would not validate)
+            field_info = type(self.settings).model_fields["partitions"]
+            try:
+                n = TypeAdapter(Annotated[int, *field_info.metadata]).validate_python(given)
+            except ValidationError as exc:
+                raise ValueError(f"SWITCHBOARD_PARTITIONS: {exc.errors()[0]['msg']} (got {given!r})") from None
+            self.settings = self.settings.model_copy(update={"partitions": n})
 
     @property
     def bootstrap(self) -> str:
