@@ -5,6 +5,7 @@ the ingress's event-loop lag and call-admission steps over the run (``switchboar
 ``switchboard_call_start_step_seconds``: where a connect waits under a burst of call starts).
 
     SWITCHBOARD_AUDIO_RECORD_MS=60 .venv/bin/python bench/load_hop.py --callers 500 --ramp 20 --duration 80 --silent
+    .venv/bin/python bench/load_hop.py --ingress-nodes 2 --callers 200 --ramp 10 --duration 30 --silent
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import shutil
 import sys
 import urllib.request
 
-from load_stack import load_stack  # bench/ is on the path when this script runs
+from load_stack import ingress_metrics, load_stack, take_ingress_nodes  # bench/ is on the path when this script runs
 
 from switchboard.cli import main
+from switchboard.stack import Stack
 
 HOP = re.compile(r'^switchboard_bus_hop_seconds_bucket\{le="([^"]+)",service="turns",topic="audio.in"\} (\S+)$', re.M)
 # the ingress's own event-loop lag and call-admission steps (switchboard/looplag.py, ingress/runtime.py)
@@ -58,11 +60,8 @@ def ingress_histograms(text: str) -> dict[str, dict[float, float]]:
     return out
 
 
-def print_ingress(stack: object, before: dict[str, dict[float, float]]) -> None:
-    url = f"{stack.http_base}/metrics"  # type: ignore[attr-defined]
-    headers = stack.client_credentials.metrics_headers()  # type: ignore[attr-defined]
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
-        after = ingress_histograms(resp.read().decode())
+def print_ingress(stack: Stack, before: dict[str, dict[float, float]]) -> None:
+    after = ingress_now(stack)
     for series, cum in sorted(after.items()):
         delta = {le: v - before.get(series, {}).get(le, 0.0) for le, v in cum.items()}
         if max(delta.values(), default=0) > 0:
@@ -71,19 +70,25 @@ def print_ingress(stack: object, before: dict[str, dict[float, float]]) -> None:
                   f"{max(delta.values()):.0f} samples")
 
 
-def ingress_before(stack: object) -> dict[str, dict[float, float]]:
-    url = f"{stack.http_base}/metrics"  # type: ignore[attr-defined]
-    headers = stack.client_credentials.metrics_headers()  # type: ignore[attr-defined]
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
-        return ingress_histograms(resp.read().decode())
+def ingress_now(stack: Stack) -> dict[str, dict[float, float]]:
+    """The ingress's histograms, bucket by bucket summed over its processes (``--ingress-nodes``)."""
+    total: dict[str, dict[float, float]] = {}
+    for url, headers in ingress_metrics(stack):
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as resp:
+            for series, cum in ingress_histograms(resp.read().decode()).items():
+                into = total.setdefault(series, {})
+                for le, v in cum.items():
+                    into[le] = into.get(le, 0.0) + v
+    return total
 
 
-def run(load_args: list[str]) -> int:
-    with load_stack() as (stack, run_dir):
+def run(args: list[str]) -> int:
+    nodes, load_args = take_ingress_nodes(args)
+    with load_stack(nodes) as (stack, run_dir):
         try:
             turns = [f"http://127.0.0.1:{w.metrics_port}/metrics" for w in stack.workers if w.service.name == "turns"]
             before = [buckets(scrape(u)) for u in turns]
-            ingress0 = ingress_before(stack)
+            ingress0 = ingress_now(stack)
             code = main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
             after = [scrape(u) for u in turns]
             hop: dict[float, float] = {}

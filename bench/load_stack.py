@@ -7,10 +7,15 @@ against it with the arguments given, and stops everything. Nothing of ``.switchb
 
     .venv/bin/python bench/load_stack.py --callers 20 --ramp 5 --turns 2 --duration 120
     .venv/bin/python bench/load_stack.py --callers 100 --ramp 10 --duration 30 --silent
+    .venv/bin/python bench/load_stack.py --ingress-nodes 2 --callers 200 --ramp 10 --duration 30 --silent
+
+``--ingress-nodes N`` (taken here, not passed on) runs N ingress processes on the one port, as
+``switchboard up --scale ingress=N`` does.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -30,17 +35,38 @@ LOAD_TEST_ENV = {
 }
 
 
+def take_ingress_nodes(args: list[str]) -> tuple[int, list[str]]:
+    """``--ingress-nodes N`` out of the arguments (default 1), and the rest for ``switchboard load``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--ingress-nodes", type=int, default=1)
+    known, rest = parser.parse_known_args(args)
+    if known.ingress_nodes < 1:
+        parser.error("--ingress-nodes must be at least 1")
+    return known.ingress_nodes, rest
+
+
 @contextlib.contextmanager
-def load_stack() -> Iterator[tuple[Stack, Path]]:
-    """A fresh load-test stack: its own tansu, the spine services on free ports, credentials in a temporary
-    directory; stopped on exit."""
-    with scratch_stack("load", SPINE, LOAD_TEST_ENV) as stack:
-        print(f"load-test stack up on {stack.http_base} (tansu {stack.bootstrap})", flush=True)
+def load_stack(ingress_nodes: int = 1) -> Iterator[tuple[Stack, Path]]:
+    """A fresh load-test stack: its own tansu, the spine services on free ports (``ingress_nodes`` ingress
+    processes on one port), credentials in a temporary directory; stopped on exit."""
+    with scratch_stack("load", SPINE, LOAD_TEST_ENV, scale={"ingress": ingress_nodes}) as stack:
+        print(f"load-test stack up on {stack.http_base} (tansu {stack.bootstrap}; {ingress_nodes} ingress "
+              f"process(es))", flush=True)
         yield stack, stack.run_dir
 
 
-def run(load_args: list[str]) -> int:
-    with load_stack() as (stack, run_dir):
+def ingress_metrics(stack: Stack) -> list[tuple[str, dict[str, str]]]:
+    """Each ingress process's /metrics (URL, headers): its own metrics port when there are several, else the
+    public port with the metrics token."""
+    own = [w.metrics_port for w in stack.workers if w.service.name == "ingress" and w.metrics_port]
+    if own:
+        return [(f"http://127.0.0.1:{port}/metrics", {}) for port in own]
+    return [(f"{stack.http_base}/metrics", stack.client_credentials.metrics_headers())]
+
+
+def run(args: list[str]) -> int:
+    nodes, load_args = take_ingress_nodes(args)
+    with load_stack(nodes) as (stack, run_dir):
         return main(["load", "--url", stack.http_base, "--run-dir", str(run_dir), *load_args])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 
 import uvicorn
@@ -24,7 +25,13 @@ class _DrainingServer(uvicorn.Server):
         self.runtime = runtime
         self._drain: asyncio.Task[None] | None = None
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.runtime.ready:
+            metrics.INGRESS_READY.set(1)
+
     def handle_exit(self, sig: int, frame: object) -> None:
+        metrics.INGRESS_READY.set(0)
         if self._drain is None and not self.runtime.draining:
 
             async def drain_then_exit() -> None:
@@ -34,6 +41,20 @@ class _DrainingServer(uvicorn.Server):
             self._drain = asyncio.get_event_loop().create_task(drain_then_exit())
         else:
             super().handle_exit(sig, frame)  # a second signal: stop now
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening address several ingress processes of this host bind at once (SO_REUSEPORT): the kernel hands
+    each new connection to one of them. Linux lets only processes of the same user join, so another user's
+    program cannot take a share of the calls."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.set_inheritable(True)
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default; SWITCHBOARD_TRUSTED_PROXIES decides instead
         proxy_headers=False,
     )
-    _DrainingServer(config, app.state.runtime).run()
+    sockets = None
+    if settings.reuse_port:
+        try:
+            sockets = [shared_socket(settings.host, settings.port)]
+        except OSError as exc:  # e.g. another user's process, or one without SO_REUSEPORT, holds the port
+            reason = f"cannot share {settings.host}:{settings.port}: {exc.strerror or exc}"
+            logging.getLogger(__name__).error("ingress cannot start", extra={"fields": {"reason": reason}})
+            print(f"switchboard ingress: {reason}", file=sys.stderr)
+            return 2
+    _DrainingServer(config, app.state.runtime).run(sockets=sockets)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from switchboard.settings import ServiceSettings
 
@@ -19,6 +19,12 @@ class IngressSettings(ServiceSettings):
         0, ge=0, description="this node's index; it owns audio.out partitions p % count == index"
     )
     ingress_node_count: int = Field(1, ge=1, description="number of ingress nodes sharing audio.out")
+    reuse_port: bool = Field(
+        False, description="bind SWITCHBOARD_PORT with SO_REUSEPORT, so several ingress processes on one host share "
+        "it and the kernel spreads new connections among them; each process is its own node (its own "
+        "SWITCHBOARD_INGRESS_NODE_INDEX and SWITCHBOARD_METRICS_PORT). `switchboard up --scale ingress=N` sets all "
+        "three"
+    )
     agent_id: str = Field("clinic-receptionist", description="agent persona answering calls")
     language: str = Field("en-US", description="default call language")
     max_calls: int = Field(200, ge=1, description="admission limit: concurrent calls on this node")
@@ -154,3 +160,11 @@ class IngressSettings(ServiceSettings):
         SecretStr(""), description="HMAC key of attributes.caller_hash; every ingress node must share it (unset: "
         "random per process, so repeat callers are not recognised across restarts)"
     )
+
+    @model_validator(mode="after")
+    def _node_in_range(self) -> IngressSettings:
+        # a node past the count would own no reply partition and could answer no call
+        if self.ingress_node_index >= self.ingress_node_count:
+            raise ValueError(f"SWITCHBOARD_INGRESS_NODE_INDEX ({self.ingress_node_index}) must be below "
+                             f"SWITCHBOARD_INGRESS_NODE_COUNT ({self.ingress_node_count})")
+        return self

@@ -71,7 +71,11 @@ class BusObserver:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.consumer.start()
+        try:
+            await self.consumer.start()
+        except BaseException:  # no broker: close what start() opened before the error reaches the command
+            await self.consumer.stop()
+            raise
         tps = []
         for t in (TRANSCRIPTS, REPLIES, LATENCY):
             name = topic_name(self.settings, t)

@@ -22,12 +22,12 @@ DEFAULT_AUDIO_DIR = ROOT.parent / "shared" / "audio"
 COMMANDS: tuple[str, ...] = ("sinks.commands", "switchboard.load.command")
 
 
-def _parse_scale(items: list[str]) -> dict[str, int]:
-    scale = {}
-    for item in items:
-        name, _, n = item.partition("=")
-        scale[name] = int(n or 1)
-    return scale
+def _scale_item(item: str) -> tuple[str, int]:
+    """``SERVICE=N`` of ``--scale`` (argparse turns the error into a usage line and exit code 2)."""
+    name, _, n = item.partition("=")
+    if not n.strip().isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"{item!r}: expected SERVICE=N with N a whole number ≥ 1, e.g. stt=2")
+    return name.strip(), int(n)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -38,8 +38,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = load_settings(ServiceSettings, "switchboard up")
     embedded = "SWITCHBOARD_KAFKA_BOOTSTRAP" not in os.environ
     # tied_to_parent: the broker and the workers die with `up`, even when it is killed with SIGKILL
-    stack = Stack(settings, ingress_port=args.port, broker_port=args.broker_port, scale=_parse_scale(args.scale),
-                  run_dir=args.run_dir, tied_to_parent=True)
+    try:  # an unknown service, or more ingress nodes than reply partitions
+        stack = Stack(settings, ingress_port=args.port, broker_port=args.broker_port, scale=dict(args.scale),
+                      run_dir=args.run_dir, tied_to_parent=True)
+        if embedded:
+            stack.one_box()
+    except ValueError as exc:
+        print(f"switchboard up: {exc}", file=sys.stderr)
+        return 2
     stop = False
 
     def on_signal(*_: Any) -> None:
@@ -136,6 +142,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         print("give --audio FILE or --say TEXT", file=sys.stderr)
         return 2
     import httpx
+    from aiokafka.errors import KafkaConnectionError
 
     from switchboard.twilio_client import WebhookRefused
 
@@ -147,6 +154,10 @@ def cmd_call(args: argparse.Namespace) -> int:
         return 1
     except (OSError, httpx.HTTPError) as exc:
         print(f"cannot reach the ingress at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    except KafkaConnectionError as exc:  # the call reads its transcripts and latencies from the stack's Kafka
+        print(f"cannot reach Kafka at {ServiceSettings().kafka_bootstrap} ({exc}): set SWITCHBOARD_KAFKA_BOOTSTRAP "
+              "to the stack's broker (`switchboard up` prints it)", file=sys.stderr)
         return 1
     return 0
 
@@ -197,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8080, help="ingress port (default 8080)")
     p.add_argument("--broker-port", type=int, default=9092, help="embedded Kafka port (default 9092)")
-    p.add_argument("--scale", action="append", default=[], metavar="SERVICE=N", help="run N copies, e.g. stt=2")
+    p.add_argument("--scale", action="append", default=[], type=_scale_item, metavar="SERVICE=N",
+                   help="run N copies, e.g. stt=2 (they share the partitions); ingress=N runs N ingress processes "
+                   "on the one port (SO_REUSEPORT), each a node with its own reply partitions and metrics port")
     p.add_argument("--run-dir", type=Path, default=ROOT / ".switchboard",
                    help="where logs, credentials.json, the broker's pid file and the workers' member IDs are kept")
     p.set_defaults(func=cmd_up)

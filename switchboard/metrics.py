@@ -49,6 +49,9 @@ PLAYBACK_HOLDS = Counter(
 TURNS = Counter("switchboard_turns_total", "caller turns detected")
 ACTIVE_CALLS = Gauge("switchboard_active_calls", "calls with an open socket on this ingress node", ["channel"])
 CALLS = Counter("switchboard_calls_total", "calls started", ["channel"])
+# what /ready says, per process: with several ingress processes on one port (SO_REUSEPORT) the shared port answers
+# for whichever process the kernel picks, so each one's own metrics port tells whether it is up
+INGRESS_READY = Gauge("switchboard_ingress_ready", "1 while this ingress node listens and takes calls, else 0")
 BAD_INPUT = Counter("switchboard_bad_input_total", "rejected caller-side messages", ["channel", "reason"])
 CALLER_AUDIO_DROPPED = Counter(
     "switchboard_caller_audio_dropped_seconds_total", "caller audio dropped for arriving faster than the cap",

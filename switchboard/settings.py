@@ -162,6 +162,7 @@ def load_settings(cls: type[S], prog: str) -> S:
         prefix = cls.model_config.get("env_prefix", "")
         lines = [
             f"  {prefix.upper()}{'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']} (got {e.get('input')!r})"
+            if e["loc"] else f"  {e['msg'].removeprefix('Value error, ')}"  # a rule between settings names them itself
             for e in exc.errors()
         ]
         print(f"{prog}: invalid settings:\n" + "\n".join(lines), file=sys.stderr)

@@ -102,6 +102,12 @@ class Stack:
     _next_metrics_port: int = 9101
 
     def __post_init__(self) -> None:
+        names = {s.name for s in SERVICES}
+        for name, n in self.scale.items():
+            if name not in names:
+                raise ValueError(f"--scale {name}={n}: no such service (one of {', '.join(sorted(names))})")
+            if n < 1:
+                raise ValueError(f"--scale {name}={n}: at least 1")
         # the workers read SWITCHBOARD_PARTITIONS from extra_env (it beats the shell): their topics get it too
         given = self.extra_env.get("SWITCHBOARD_PARTITIONS")
         if given is not None:
@@ -112,6 +118,18 @@ class Stack:
             except ValidationError as exc:
                 raise ValueError(f"SWITCHBOARD_PARTITIONS: {exc.errors()[0]['msg']} (got {given!r})") from None
             self.settings = self.settings.model_copy(update={"partitions": n})
+        self.check_ingress_nodes()
+
+    @property
+    def ingress_nodes(self) -> int:
+        """Ingress processes on this box: more than one share the port (SO_REUSEPORT), each a node of its own."""
+        return self.scale.get("ingress", 1)
+
+    def check_ingress_nodes(self) -> None:
+        # each node owns the reply partitions p % nodes == index: past the partition count a node would own none
+        if self.ingress_nodes > self.settings.partitions:
+            raise ValueError(f"--scale ingress={self.ingress_nodes}: at most one ingress node per audio.out "
+                             f"partition (SWITCHBOARD_PARTITIONS={self.settings.partitions})")
 
     @property
     def bootstrap(self) -> str:
@@ -138,7 +156,13 @@ class Stack:
         # a stable name per worker (its stage and index): a restarted worker takes its predecessor's place at once
         membership = {"SWITCHBOARD_GROUP_INSTANCE_ID": f"{service.name}-{index}",
                       "SWITCHBOARD_MEMBER_DIR": str(self.run_dir / "members")} if service else {}
-        environ = {**generated, **os.environ, **membership, **self.extra_env}  # per-worker names beat the shell
+        # several ingress processes share the port, each its own node: its reply partitions are p % nodes == index
+        shared = service is not None and service.name == "ingress" and self.ingress_nodes > 1
+        nodes = {"SWITCHBOARD_INGRESS_NODE_INDEX": str(index),
+                 "SWITCHBOARD_INGRESS_NODE_COUNT": str(self.ingress_nodes),
+                 "SWITCHBOARD_REUSE_PORT": "true"} if shared else {}
+        # per-worker names beat the shell
+        environ = {**generated, **os.environ, **membership, **self.extra_env, **nodes}
         return {
             **(service_env(service, environ) if service else environ),
             "SWITCHBOARD_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -156,6 +180,7 @@ class Stack:
         n = self.settings.embedded_partitions
         self.settings = self.settings.model_copy(update={"partitions": n})
         self.extra_env["SWITCHBOARD_PARTITIONS"] = str(n)
+        self.check_ingress_nodes()
 
     def start(self, embedded: bool) -> None:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -199,7 +224,9 @@ class Stack:
         if index is None:
             taken = {w.index for w in self.workers if w.service is service}
             index = next(i for i in range(len(taken) + 1) if i not in taken)
-        port = 0 if service.name == "ingress" else (metrics_port or self._next_metrics_port)
+        # one ingress serves its metrics on its own port; several need one each (the shared port answers for any)
+        alone = service.name == "ingress" and self.ingress_nodes == 1
+        port = 0 if alone else (metrics_port or self._next_metrics_port)
         # taken by another program (its answers are not our metrics), or bound by a client socket
         # ... or the ingress's port, which its process may not have bound yet
         while port and metrics_port is None and (port == self.ingress_port or port_open("127.0.0.1", port)
@@ -234,15 +261,14 @@ class Stack:
             time.sleep(0.2)
 
     def worker_ready(self, w: Worker) -> bool:
-        url = (
-            f"http://127.0.0.1:{self.ingress_port}/ready"
-            if w.service.name == "ingress"
-            else f"http://127.0.0.1:{w.metrics_port}/metrics"
-        )
+        alone = w.service.name == "ingress" and not w.metrics_port
+        url = f"http://127.0.0.1:{self.ingress_port}/ready" if alone else f"http://127.0.0.1:{w.metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
-                if w.service.name == "ingress":
+                if alone:
                     return resp.status == 200
+                if w.service.name == "ingress":  # one of several on the port: its own metrics say whether it is up
+                    return re.search(rb"^switchboard_ingress_ready 1\.0$", resp.read(), re.MULTILINE) is not None
                 m = re.search(rb'switchboard_assigned_partitions\{service="[^"]+"\} (\d+)', resp.read())
                 return bool(m and float(m.group(1)) > 0)
         except (OSError, http.client.HTTPException):  # not listening yet, or not an HTTP server
@@ -302,13 +328,14 @@ class Stack:
 @contextlib.contextmanager
 def local_stack(
     broker: EmbeddedBroker, run_dir: Path, only: tuple[str, ...] = (), env: dict[str, str] | None = None,
-    prefix: str = "p", one_box: bool = False,
+    prefix: str = "p", one_box: bool = False, scale: dict[str, int] | None = None,
 ) -> Iterator[Stack]:
     """Services on free loopback ports against ``broker``, under fresh topics (``prefix`` + a random suffix), their
     credentials in ``run_dir``; stopped on exit. What the specs and benchmarks run a call against. ``one_box``: the
-    broker is this stack's alone, as an embedded one is (``Stack.one_box``)."""
+    broker is this stack's alone, as an embedded one is (``Stack.one_box``); ``scale``: copies per service."""
     settings = ServiceSettings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"{prefix}{uuid.uuid4().hex[:8]}.")
-    stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=only, extra_env=dict(env or {}))
+    stack = Stack(settings, ingress_port=listen_port(), run_dir=run_dir, only=only, extra_env=dict(env or {}),
+                  scale=dict(scale or {}))
     stack._next_metrics_port = listen_port()
     if one_box:
         stack.one_box()
@@ -321,13 +348,15 @@ def local_stack(
 
 
 @contextlib.contextmanager
-def scratch_stack(name: str, only: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Iterator[Stack]:
+def scratch_stack(
+    name: str, only: tuple[str, ...] = (), env: dict[str, str] | None = None, scale: dict[str, int] | None = None,
+) -> Iterator[Stack]:
     """``local_stack`` with its own tansu, everything in a temporary directory (``stack.run_dir``) removed on exit:
     a benchmark's stack, nothing shared with a running one, partitioned as an embedded stack is."""
     with tempfile.TemporaryDirectory(prefix=f"switchboard-{name}-") as tmp:
         broker = EmbeddedBroker(log_path=Path(tmp) / "tansu.log").start()
         try:
-            with local_stack(broker, Path(tmp), only, env, prefix=name[:4], one_box=True) as stack:
+            with local_stack(broker, Path(tmp), only, env, prefix=name[:4], one_box=True, scale=scale) as stack:
                 yield stack
         finally:
             broker.stop()

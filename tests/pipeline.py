@@ -18,9 +18,10 @@ from switchboard.twilio_client import open_media_stream
 
 
 @contextmanager
-def running_stack(broker: EmbeddedBroker, tmp_dir, only: tuple[str, ...] = (), **env: str) -> Iterator[Stack]:
+def running_stack(broker: EmbeddedBroker, tmp_dir, only: tuple[str, ...] = (), scale: dict[str, int] | None = None,
+                  **env: str) -> Iterator[Stack]:
     """The stack's credentials are generated in ``tmp_dir``; clients take ``stack.client_credentials``."""
-    with local_stack(broker, tmp_dir, only, env) as stack:
+    with local_stack(broker, tmp_dir, only, env, scale=scale) as stack:
         yield stack
 
 

@@ -70,12 +70,18 @@ def _fetch(url: str, headers: dict[str, str] | None = None) -> str:
         return resp.read().decode()
 
 
-async def ingress_bad_input(http_base: str, headers: dict[str, str]) -> dict[str, float] | None:
-    """The ingress's bad-input counters (None when its /metrics cannot be read, e.g. no metrics token)."""
-    try:
-        return parse_bad_input(await asyncio.to_thread(_fetch, f"{http_base}/metrics", headers))
-    except OSError:
-        return None
+async def ingress_bad_input(sources: list[tuple[str, dict[str, str]]]) -> dict[str, float] | None:
+    """The ingress's bad-input counters, summed over its nodes' /metrics (URL and headers each); None when any
+    cannot be read (e.g. no metrics token)."""
+    total: dict[str, float] = {}
+    for url, headers in sources:
+        try:
+            counts = parse_bad_input(await asyncio.to_thread(_fetch, url, headers))
+        except OSError:
+            return None
+        for reason, n in counts.items():
+            total[reason] = total.get(reason, 0.0) + n
+    return total
 
 
 async def consumed(urls: list[str]) -> float | None:

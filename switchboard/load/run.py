@@ -65,6 +65,16 @@ def turns_metrics_urls(cfg: LoadConfig, target: Target, found: list[procs.StackP
     return [], f"not measured: {why}; give --turns-metrics URL"
 
 
+def ingress_metrics(target: Target, found: list[procs.StackProcess]) -> list[tuple[str, dict[str, str]]]:
+    """Where to read the ingress's counters: each local ingress process's own metrics port when every one has
+    such a port (several processes on one port, `--scale ingress=N`: the shared port answers for one of them at
+    random), else the public /metrics with the metrics token."""
+    nodes = [p for p in found if p.service == "ingress"]
+    if nodes and all(p.metrics_port for p in nodes):
+        return [(f"http://127.0.0.1:{p.metrics_port}/metrics", {}) for p in nodes]
+    return [(f"{target.http_base}/metrics", metrics_headers(target))]
+
+
 class Progress:
     """A tqdm bar over the run's seconds, with calls, greetings, answers and errors alongside."""
 
@@ -94,7 +104,8 @@ async def run_load(cfg: LoadConfig, plans: list[CallPlan], target: Target, *, pr
     before = await frames.consumed(urls) if urls else None
     if before is None and urls:
         method = f"not measured: cannot read {', '.join(urls)}"
-    bad_before = await frames.ingress_bad_input(target.http_base, metrics_headers(target))
+    bad_sources = ingress_metrics(target, found)
+    bad_before = await frames.ingress_bad_input(bad_sources)
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up in every figure: say how busy it was
     meter = procs.CpuMeter(found)
     meter.start()
@@ -142,7 +153,7 @@ async def run_load(cfg: LoadConfig, plans: list[CallPlan], target: Target, *, pr
     records = [c.rec for c in callers]
     sent = sum(r.frames_sent for r in records if r.admitted)
     consumed = await frames.settle(urls, before, sent) if before is not None else None
-    bad_after = await frames.ingress_bad_input(target.http_base, metrics_headers(target))
+    bad_after = await frames.ingress_bad_input(bad_sources)
     ingress_bad = None
     if bad_before is not None and bad_after is not None:
         ingress_bad = {k: int(v - bad_before.get(k, 0)) for k, v in bad_after.items() if v > bad_before.get(k, 0)}

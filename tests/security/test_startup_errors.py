@@ -49,3 +49,20 @@ def test_every_service_names_its_bad_settings_and_exits_2_without_a_traceback(mo
     assert proc.returncode == 2
     assert "invalid settings" in proc.stderr and all(name in proc.stderr for name in names), proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_a_call_with_no_broker_to_read_from_says_which_setting_to_point_at_it():
+    from switchboard.broker import free_port
+
+    kafka = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", "call", "--say", "hello", "--url", f"http://127.0.0.1:{free_port()}"],
+        env={**os.environ, "SWITCHBOARD_KAFKA_BOOTSTRAP": kafka},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert f"cannot reach Kafka at {kafka}" in proc.stderr and "SWITCHBOARD_KAFKA_BOOTSTRAP" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Unclosed" not in proc.stderr, "the consumer opened for the call's transcripts was left open"
