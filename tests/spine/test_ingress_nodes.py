@@ -12,7 +12,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,12 +102,15 @@ def nodes(stack: Stack) -> list:
     return sorted((w for w in stack.workers if w.service.name == "ingress"), key=lambda w: w.index)
 
 
-def egress_partitions(log: Path) -> list[int]:
+def egress_starts(log: Path) -> list[list[int]]:
+    """The reply partitions of every start of the node whose log this is (a restarted node appends to it)."""
+    starts = []
     for line in log.read_text().splitlines():
         entry = json.loads(line) if line.startswith("{") else {}
         if entry.get("msg") == "egress started":
-            return json.loads(entry["partitions"])
-    raise AssertionError(f"no 'egress started' in {log}")
+            starts.append(json.loads(entry["partitions"]))
+    assert starts, f"no 'egress started' in {log}"
+    return starts
 
 
 def test_each_node_is_its_own_process_with_its_own_metrics_port(stack):
@@ -118,7 +123,7 @@ def test_each_node_is_its_own_process_with_its_own_metrics_port(stack):
 
 
 def test_the_nodes_split_the_reply_partitions_between_them(stack):
-    owned = [egress_partitions(w.log_path) for w in nodes(stack)]
+    owned = [egress_starts(w.log_path)[-1] for w in nodes(stack)]
     for index, parts in enumerate(owned):
         assert parts and all(p % NODES == index for p in parts), owned
     assert sorted(p for parts in owned for p in parts) == list(range(stack.settings.partitions))
@@ -140,3 +145,52 @@ def test_both_nodes_took_calls_and_the_run_counts_both(stack, run):
     assert sum(taken) == CALLERS
     assert run["summary"]["cpu"]["ingress"]["cpu_s"] > 0
     assert run["summary"]["ingress_bad_input"] == {}, "read from both nodes' metrics ports, nothing dropped"
+
+
+# -- a node that dies (runs last: it kills one of the module's nodes) ------------------------------------------------
+
+
+def active_calls(worker) -> float:
+    return metric(f"http://127.0.0.1:{worker.metrics_port}/metrics", "switchboard_active_calls", channel="twilio")
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.2)
+
+
+def load(stack: Stack, out: Path, callers: int, turns: int) -> list[str]:
+    return ["load", "--url", stack.http_base, "--run-dir", str(stack.run_dir), "--callers", str(callers),
+            "--ramp", "2", "--turns", str(turns), "--clips", str(SHARED_AUDIO), "--duration", "90",
+            "--reply-timeout", "45", "--json", str(out), "--no-progress"]
+
+
+def test_a_node_that_dies_drops_only_its_own_calls_and_comes_back_in_its_place(stack, run, tmp_path):
+    callers = 12
+    survivor, victim = nodes(stack)
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(main, load(stack, tmp_path / "kill.json", callers, turns=2))
+        wait_for(lambda: active_calls(survivor) + active_calls(victim) == callers, 30, "every call up")
+        time.sleep(4)  # into the first turn: each call lasts ~20 s (greeting, two clips of 3-7 s, two answers)
+        held = int(active_calls(victim))
+        victim.process.kill()
+        assert done.result(timeout=240) == 0
+    calls = json.loads((tmp_path / "kill.json").read_text())["calls"]
+    dropped = [c for c in calls if c["error"].startswith("closed_by_server")]
+    kept = [c for c in calls if c not in dropped]
+    assert 0 < held < callers
+    assert len(dropped) == held, [(c["index"], c["error"]) for c in calls]  # the dead node's calls, no more
+    assert all(c["turns_answered"] == 2 and not c["error"] for c in kept), [
+        (c["index"], c["error"], c["turns_answered"]) for c in kept]
+
+    assert any(r.startswith("ingress-1") for r in stack.supervise())  # as `switchboard up` does, in its place
+    reborn = next(w for w in nodes(stack) if w.index == victim.index)
+    assert reborn.process.pid != victim.process.pid and reborn.metrics_port == victim.metrics_port
+    wait_for(lambda: stack.worker_ready(reborn), 60, "the restarted node ready")
+    first, again = egress_starts(reborn.log_path)  # the same log: the node's own reply partitions again
+    assert again == first and all(p % NODES == victim.index for p in again)
+    assert main(load(stack, tmp_path / "after.json", 8, turns=1)) == 0
+    after = json.loads((tmp_path / "after.json").read_text())["summary"]
+    assert after["answered"] == 8 and after["turns_answered"] == 8
