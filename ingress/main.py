@@ -18,11 +18,14 @@ from switchboard.settings import load_settings
 
 
 class _DrainingServer(uvicorn.Server):
-    """On SIGTERM: report not-ready, let calls finish (bounded), then shut down."""
+    """On SIGTERM: report not-ready, let calls finish (bounded), then shut down. On a port shared with other
+    ingress processes (``release_port``) it also stops listening at once, so the kernel hands every new call to
+    the others instead of to a node that would refuse it ("draining") for as long as its calls last."""
 
-    def __init__(self, config: uvicorn.Config, runtime: IngressRuntime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: IngressRuntime, release_port: bool = False) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.release_port = release_port
         self._drain: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -33,6 +36,9 @@ class _DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: object) -> None:
         metrics.INGRESS_READY.set(0)
         if self._drain is None and not self.runtime.draining:
+            if self.release_port:  # open calls keep their sockets; only the listening one closes
+                for server in getattr(self, "servers", []):
+                    server.close()
 
             async def drain_then_exit() -> None:
                 await self.runtime.drain()
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(__name__).error("ingress cannot start", extra={"fields": {"reason": reason}})
             print(f"switchboard ingress: {reason}", file=sys.stderr)
             return 2
-    _DrainingServer(config, app.state.runtime).run(sockets=sockets)
+    _DrainingServer(config, app.state.runtime, release_port=settings.reuse_port).run(sockets=sockets)
     return 0
 
 

@@ -81,8 +81,11 @@ def test_a_port_held_by_a_process_that_does_not_share_it_exits_2_with_the_reason
 
 @pytest.fixture(scope="module")
 def stack(broker, tmp_path_factory) -> Iterator[Stack]:
+    # the draining test's silent callers stay on the line for 45 s: no "Are you still there?" hang-up, and a drain
+    # that outlasts them (the default, 25 s, would close them first)
     with running_stack(broker, tmp_path_factory.mktemp("nodes-stack"), only=SPINE, scale={"ingress": NODES},
-                       SWITCHBOARD_SOURCE_LIMIT_EXEMPT="127.0.0.1/32") as s:
+                       SWITCHBOARD_SOURCE_LIMIT_EXEMPT="127.0.0.1/32", SWITCHBOARD_DRAIN_TIMEOUT_S="120",
+                       SWITCHBOARD_SILENCE_PROMPT_S="0", SWITCHBOARD_SILENCE_HANGUP_S="0") as s:
         yield s
 
 
@@ -165,6 +168,33 @@ def load(stack: Stack, out: Path, callers: int, turns: int) -> list[str]:
     return ["load", "--url", stack.http_base, "--run-dir", str(stack.run_dir), "--callers", str(callers),
             "--ramp", "2", "--turns", str(turns), "--clips", str(SHARED_AUDIO), "--duration", "90",
             "--reply-timeout", "45", "--json", str(out), "--no-progress"]
+
+
+def test_a_draining_node_keeps_its_calls_and_leaves_new_ones_to_the_others(stack, run, tmp_path):
+    draining, other = nodes(stack)
+    ready = f"http://127.0.0.1:{draining.metrics_port}/metrics"
+    with ThreadPoolExecutor(1) as pool:
+        # silent callers that stay on the line for 45 s: the drain lasts as long as they do
+        held = pool.submit(main, ["load", "--url", stack.http_base, "--run-dir", str(stack.run_dir), "--callers", "6",
+                                  "--ramp", "1", "--silent", "--duration", "45", "--json", str(tmp_path / "held.json"),
+                                  "--no-progress"])
+        wait_for(lambda: active_calls(draining) + active_calls(other) == 6 and active_calls(draining) > 0, 30,
+                 "the silent calls up on both nodes")
+        draining.process.terminate()  # SIGTERM, as `kubectl delete pod` or a rolling restart sends
+        wait_for(lambda: metric(ready, "switchboard_ingress_ready") == 0, 10, "the node draining")
+        assert main(load(stack, tmp_path / "new.json", 8, turns=1)) == 0
+        assert draining.process.poll() is None, "the drain was over before the new calls came: nothing was shown"
+        assert held.result(timeout=120) == 0
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["summary"]["answered"] == 8 and new["summary"]["turns_answered"] == 8, [
+        (c["index"], c["error"]) for c in new["calls"]]  # none refused with 1013 "draining"
+    kept = json.loads((tmp_path / "held.json").read_text())["calls"]
+    assert all(c["ended_by"] in ("caller", "cap") and not c["error"].startswith("closed") for c in kept), [
+        (c["index"], c["ended_by"], c["error"]) for c in kept]  # the draining node's calls ran to their end
+    assert draining.process.wait(60) == 0  # then it exits, and comes back in its place
+    assert any(r.startswith(f"ingress-{draining.index}") for r in stack.supervise())
+    reborn = next(w for w in nodes(stack) if w.index == draining.index)
+    wait_for(lambda: stack.worker_ready(reborn), 60, "the restarted node ready")
 
 
 def test_a_node_that_dies_drops_only_its_own_calls_and_comes_back_in_its_place(stack, run, tmp_path):
