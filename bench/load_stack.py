@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from switchboard.cli import main
+from switchboard.load.run import ingress_metrics as run_ingress_metrics
 from switchboard.stack import Stack, scratch_stack
 
 SPINE = ("ingress", "turns", "stt", "agent", "tts")
@@ -56,12 +57,9 @@ def load_stack(ingress_nodes: int = 1) -> Iterator[tuple[Stack, Path]]:
 
 
 def ingress_metrics(stack: Stack) -> list[tuple[str, dict[str, str]]]:
-    """Each ingress process's /metrics (URL, headers): its own metrics port when there are several, else the
-    public port with the metrics token."""
-    own = [w.metrics_port for w in stack.workers if w.service.name == "ingress" and w.metrics_port]
-    if own:
-        return [(f"http://127.0.0.1:{port}/metrics", {}) for port in own]
-    return [(f"{stack.http_base}/metrics", stack.client_credentials.metrics_headers())]
+    """Each ingress process's /metrics (URL, headers), as `switchboard load` reads them."""
+    ports: list[int | None] = [w.metrics_port or None for w in stack.workers if w.service.name == "ingress"]
+    return run_ingress_metrics(ports, stack.http_base, stack.client_credentials.metrics_headers())
 
 
 def run(args: list[str]) -> int:

@@ -125,6 +125,11 @@ class Stack:
         """Ingress processes on this box: more than one share the port (SO_REUSEPORT), each a node of its own."""
         return self.scale.get("ingress", 1)
 
+    def shares_port(self, service: Service | None) -> bool:
+        """An ingress process that is one of several on the port: a node index, SO_REUSEPORT and a metrics port of
+        its own (the shared port's /metrics and /ready answer for whichever process the kernel picks)."""
+        return service is not None and service.name == "ingress" and self.ingress_nodes > 1
+
     def check_ingress_nodes(self) -> None:
         # each node owns the reply partitions p % nodes == index: past the partition count a node would own none
         if self.ingress_nodes > self.settings.partitions:
@@ -157,10 +162,9 @@ class Stack:
         membership = {"SWITCHBOARD_GROUP_INSTANCE_ID": f"{service.name}-{index}",
                       "SWITCHBOARD_MEMBER_DIR": str(self.run_dir / "members")} if service else {}
         # several ingress processes share the port, each its own node: its reply partitions are p % nodes == index
-        shared = service is not None and service.name == "ingress" and self.ingress_nodes > 1
         nodes = {"SWITCHBOARD_INGRESS_NODE_INDEX": str(index),
                  "SWITCHBOARD_INGRESS_NODE_COUNT": str(self.ingress_nodes),
-                 "SWITCHBOARD_REUSE_PORT": "true"} if shared else {}
+                 "SWITCHBOARD_REUSE_PORT": "true"} if self.shares_port(service) else {}
         # per-worker names beat the shell
         environ = {**generated, **os.environ, **membership, **self.extra_env, **nodes}
         return {
@@ -224,8 +228,8 @@ class Stack:
         if index is None:
             taken = {w.index for w in self.workers if w.service is service}
             index = next(i for i in range(len(taken) + 1) if i not in taken)
-        # one ingress serves its metrics on its own port; several need one each (the shared port answers for any)
-        alone = service.name == "ingress" and self.ingress_nodes == 1
+        # a lone ingress serves its metrics on its own port (behind the metrics token); one of several needs its own
+        alone = service.name == "ingress" and not self.shares_port(service)
         port = 0 if alone else (metrics_port or self._next_metrics_port)
         # taken by another program (its answers are not our metrics), or bound by a client socket
         # ... or the ingress's port, which its process may not have bound yet
@@ -261,7 +265,7 @@ class Stack:
             time.sleep(0.2)
 
     def worker_ready(self, w: Worker) -> bool:
-        alone = w.service.name == "ingress" and not w.metrics_port
+        alone = w.service.name == "ingress" and not self.shares_port(w.service)
         url = f"http://127.0.0.1:{self.ingress_port}/ready" if alone else f"http://127.0.0.1:{w.metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:

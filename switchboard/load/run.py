@@ -65,14 +65,15 @@ def turns_metrics_urls(cfg: LoadConfig, target: Target, found: list[procs.StackP
     return [], f"not measured: {why}; give --turns-metrics URL"
 
 
-def ingress_metrics(target: Target, found: list[procs.StackProcess]) -> list[tuple[str, dict[str, str]]]:
-    """Where to read the ingress's counters: each local ingress process's own metrics port when every one has
-    such a port (several processes on one port, `--scale ingress=N`: the shared port answers for one of them at
-    random), else the public /metrics with the metrics token."""
-    nodes = [p for p in found if p.service == "ingress"]
-    if nodes and all(p.metrics_port for p in nodes):
-        return [(f"http://127.0.0.1:{p.metrics_port}/metrics", {}) for p in nodes]
-    return [(f"{target.http_base}/metrics", metrics_headers(target))]
+def ingress_metrics(
+    node_ports: list[int | None], http_base: str, headers: dict[str, str]
+) -> list[tuple[str, dict[str, str]]]:
+    """Where to read the ingress's counters (URL, headers): each local ingress process's own metrics port when every
+    one has such a port (several processes on one port, `--scale ingress=N`: the shared port answers for one of them
+    at random), else the public /metrics with the metrics token."""
+    if node_ports and all(node_ports):
+        return [(f"http://127.0.0.1:{port}/metrics", {}) for port in node_ports]
+    return [(f"{http_base}/metrics", headers)]
 
 
 class Progress:
@@ -104,7 +105,8 @@ async def run_load(cfg: LoadConfig, plans: list[CallPlan], target: Target, *, pr
     before = await frames.consumed(urls) if urls else None
     if before is None and urls:
         method = f"not measured: cannot read {', '.join(urls)}"
-    bad_sources = ingress_metrics(target, found)
+    bad_sources = ingress_metrics([p.metrics_port for p in found if p.service == "ingress"], target.http_base,
+                                  metrics_headers(target))
     bad_before = await frames.ingress_bad_input(bad_sources)
     load_before = os.getloadavg()[0]  # a shared machine's other work shows up in every figure: say how busy it was
     meter = procs.CpuMeter(found)
