@@ -10,7 +10,11 @@ spends just receiving a Twilio caller's 50 messages a second, step by step, so t
 - ``decode``: and the media gathered into 60 ms records, μ-law decoded and resampled to 16 kHz
   (``ingress/twilio/uplink.py``), which is everything the ingress does to a frame before its call session;
 - ``websockets``: the ``websockets`` library's own asyncio server (no ASGI, no uvicorn), receive and parse,
-  for what the ASGI layers cost.
+  for what the ASGI layers cost;
+- ``granian``: the ``parse`` app served by granian (a Rust ASGI server) instead of uvicorn;
+- ``picows``: picows's server (websocket framing in Cython, no ASGI), each message parsed in its frame callback;
+- ``picows-decode``: picows handing each message to a task per socket (what the ingress's read loop would need),
+  which parses and decodes it as ``decode`` does: what moving the media sockets to picows would save.
 
 Each server runs alone in a process of its own; this process sends every caller's messages over loopback at
 real time (uvloop), then reads the server's CPU seconds from /proc over the steady part of the run.
@@ -34,12 +38,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fastapi import WebSocket  # noqa: E402  (module level: FastAPI resolves the endpoint's annotation here)
+from fastapi import FastAPI, WebSocket  # noqa: E402  (module level: FastAPI resolves the endpoint's annotation here)
 
 from switchboard.broker import free_port  # noqa: E402
 from switchboard.load.procs import cpu_seconds  # noqa: E402
 
-MODES = ("receive", "parse", "decode", "websockets")
+MODES = ("receive", "parse", "decode", "websockets", "granian", "picows", "picows-decode")
 FRAME_S = 0.02
 SILENCE = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of μ-law silence, as Twilio sends it
 
@@ -47,13 +51,22 @@ SILENCE = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of μ-law silence, a
 # -- the servers (run with --serve MODE --port N) ------------------------------------------------------------
 
 
-def serve(mode: str, port: int) -> None:
-    if mode == "websockets":
-        serve_websockets(port)
+def serve(mode: str, port: int, aiofastnet: bool) -> None:
+    import uvloop
+
+    if mode.startswith("picows"):
+        uvloop.run(serve_picows(mode, port, aiofastnet))
+        return
+    servers = {"websockets": serve_websockets, "granian": serve_granian}
+    if mode in servers:
+        uvloop.run(servers[mode](port))
         return
     import uvicorn
-    from fastapi import FastAPI
 
+    uvicorn.run(fastapi_app(mode), host="127.0.0.1", port=port, log_config=None, lifespan="off", ws_max_size=1 << 20)
+
+
+def fastapi_app(mode: str) -> FastAPI:
     from ingress.twilio import serializer as wire
     from ingress.twilio.uplink import Uplink
 
@@ -73,11 +86,10 @@ def serve(mode: str, port: int) -> None:
             if mode == "decode" and isinstance(event, wire.Media):
                 uplink.push(event.payload, 0)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", ws_max_size=1 << 20)
+    return app
 
 
-def serve_websockets(port: int) -> None:
-    import uvloop
+async def serve_websockets(port: int) -> None:
     from websockets.asyncio.server import ServerConnection
     from websockets.asyncio.server import serve as ws_serve
 
@@ -87,11 +99,72 @@ def serve_websockets(port: int) -> None:
         async for message in conn:
             wire.parse(message)
 
-    async def main() -> None:
-        async with ws_serve(handler, "127.0.0.1", port, max_size=1 << 20, compression=None):
-            await asyncio.Future()
+    async with ws_serve(handler, "127.0.0.1", port, max_size=1 << 20, compression=None):
+        await asyncio.Future()
 
-    uvloop.run(main())
+
+async def serve_granian(port: int) -> None:
+    """The same FastAPI app and parse, served by granian (Rust, tokio) on this process's loop."""
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    await Server(fastapi_app("parse"), address="127.0.0.1", port=port, interface=Interfaces.ASGI,
+                 log_enabled=False).serve()
+
+
+async def serve_picows(mode: str, port: int, aiofastnet: bool) -> None:
+    """picows (Cython): ``picows`` parses each message in the frame callback; ``picows-decode`` hands the
+    messages to a task per socket, as the ingress's read loop would need (a deque and a future to wake it),
+    which parses and decodes them as ``decode`` does. picows reads through aiofastnet's transport unless
+    ``aiofastnet`` is off (the loop's own, as a websocket protocol inside uvicorn would)."""
+    import collections
+
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+
+    from ingress.twilio import serializer as wire
+    from ingress.twilio.uplink import Uplink
+
+    class Parse(WSListener):
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                wire.parse(frame.get_payload_as_bytes())
+
+    class Decode(WSListener):
+        def __init__(self) -> None:
+            self.inbox: collections.deque[bytes | None] = collections.deque()
+            self.waiter: asyncio.Future[None] | None = None
+            self.task: asyncio.Task[None] | None = None
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            self.task = asyncio.get_running_loop().create_task(self.read())
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            if frame.msg_type == WSMsgType.TEXT:
+                self.put(frame.get_payload_as_bytes())
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            self.put(None)
+
+        def put(self, message: bytes | None) -> None:
+            self.inbox.append(message)
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+
+        async def read(self) -> None:
+            uplink = Uplink(60)
+            while True:
+                while not self.inbox:
+                    self.waiter = asyncio.get_running_loop().create_future()
+                    await self.waiter
+                if (text := self.inbox.popleft()) is None:
+                    return
+                event = wire.parse(text)
+                if isinstance(event, wire.Media):
+                    uplink.push(event.payload, 0)
+
+    listener = Parse if mode == "picows" else Decode
+    server = await ws_create_server(lambda _request: listener(), "127.0.0.1", port, use_aiofastnet=aiofastnet)
+    await server.serve_forever()
 
 
 # -- the callers --------------------------------------------------------------------------------------------
@@ -143,7 +216,8 @@ def measure(mode: str, args: argparse.Namespace) -> tuple[float, int]:
     import uvloop
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", mode, "--port", str(port)], cwd=ROOT)
+    argv = [sys.executable, __file__, "--serve", mode, "--port", str(port)]
+    proc = subprocess.Popen(argv + (["--no-aiofastnet"] if args.no_aiofastnet else []), cwd=ROOT)
     try:
         deadline = time.monotonic() + 20
         while True:  # wait for the listener
@@ -169,11 +243,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="the measured window (default 20)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"which servers, in order (default {','.join(MODES)})")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each mode, alternating (default 1)")
+    parser.add_argument("--no-aiofastnet", action="store_true",
+                        help="picows on the event loop's own transport instead of aiofastnet's (what picows's framing "
+                             "alone saves, as it would inside uvicorn)")
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port)
+        serve(args.serve, args.port, aiofastnet=not args.no_aiofastnet)
         return 0
     modes = [m for m in args.modes.split(",") if m]
     if unknown := set(modes) - set(MODES):
@@ -183,10 +260,10 @@ def main() -> int:
         for mode in modes:
             ms, sent = measure(mode, args)
             results[mode].append(ms)
-            print(f"run {r + 1} {mode:<10} {ms:5.2f} ms CPU per call-second ({sent:,} messages sent)", flush=True)
+            print(f"run {r + 1} {mode:<13} {ms:5.2f} ms CPU per call-second ({sent:,} messages sent)", flush=True)
     print(f"\n{args.callers} silent Twilio callers, {args.seconds:g} s measured; server CPU per call-second (median):")
     for mode in modes:
-        print(f"  {mode:<10} {statistics.median(results[mode]):5.2f} ms")
+        print(f"  {mode:<13} {statistics.median(results[mode]):5.2f} ms")
     return 0
 
 
