@@ -56,14 +56,15 @@ def serve(mode: str, port: int, aiofastnet: bool) -> None:
 
     if mode.startswith("picows"):
         uvloop.run(serve_picows(mode, port, aiofastnet))
-        return
-    servers = {"websockets": serve_websockets, "granian": serve_granian}
-    if mode in servers:
-        uvloop.run(servers[mode](port))
-        return
-    import uvicorn
+    elif mode == "websockets":
+        uvloop.run(serve_websockets(port))
+    elif mode == "granian":
+        uvloop.run(serve_granian(port))
+    else:
+        import uvicorn
 
-    uvicorn.run(fastapi_app(mode), host="127.0.0.1", port=port, log_config=None, lifespan="off", ws_max_size=1 << 20)
+        uvicorn.run(fastapi_app(mode), host="127.0.0.1", port=port, log_config=None, lifespan="off",
+                    ws_max_size=1 << 20)
 
 
 def fastapi_app(mode: str) -> FastAPI:
